@@ -1,0 +1,112 @@
+"""Datasets over the manifest: synced pairs or independent items, seeded per (seed, epoch, index)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from aligned_forensics.augment import (
+    AugmentConfig,
+    apply_augmentation,
+    center_crop,
+    draw_augmentation,
+    to_normalised_tensor,
+)
+from aligned_forensics.images import decode_rgb
+from aligned_forensics.io import read_csv
+
+REAL, FAKE = 0, 1
+
+
+def load_pairs(manifest_path: Path) -> list[tuple[str, str]]:
+    """(real_path, fake_path) rows of a manifest CSV, in file order (sorted by stem)."""
+    return [(row["real_path"], row["fake_path"]) for row in read_csv(manifest_path)]
+
+
+def cap_pairs(pairs: Sequence[tuple[str, str]], *, cap: int, seed: int) -> list[tuple[str, str]]:
+    """A seeded random subset of `cap` pairs (all when cap is 0), kept in manifest order."""
+    if cap <= 0 or cap >= len(pairs):
+        return list(pairs)
+    chosen = np.random.default_rng([seed, 0xCA9]).choice(len(pairs), size=cap, replace=False)
+    return [pairs[i] for i in sorted(chosen)]
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields (epoch, index) in a permutation seeded by (seed, epoch): workers need no shared state."""
+
+    def __init__(self, length: int, *, seed: int, shuffle: bool) -> None:
+        self.length, self.seed, self.shuffle, self.epoch = length, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = (np.random.default_rng([self.seed, self.epoch, 0x5A3]).permutation(self.length)
+                 if self.shuffle else np.arange(self.length))
+        return iter((self.epoch, int(i)) for i in order)
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class SyncedPairs(Dataset):
+    """Item (epoch, i) -> (real, fake) tensors augmented with one shared draw from (seed, epoch, i)."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]], augment: AugmentConfig, *, seed: int) -> None:
+        self.pairs, self.augment, self.seed = list(pairs), augment, seed
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key
+        draw = draw_augmentation(self.augment, np.random.default_rng([self.seed, epoch, index]))
+        real, fake = (to_normalised_tensor(apply_augmentation(decode_rgb(Path(p)), draw,
+                                                              crop_size=self.augment.crop_size))
+                      for p in self.pairs[index])
+        return real, fake
+
+
+class IndependentItems(Dataset):
+    """Reals and fakes as separate items (the non-synced 'Ours' model), each with its own draw."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]], augment: AugmentConfig, *, seed: int) -> None:
+        self.items = [(real, REAL) for real, _ in pairs] + [(fake, FAKE) for _, fake in pairs]
+        self.augment, self.seed = augment, seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key
+        path, label = self.items[index]
+        draw = draw_augmentation(self.augment, np.random.default_rng([self.seed, epoch, index]))
+        return to_normalised_tensor(apply_augmentation(decode_rgb(Path(path)), draw,
+                                                       crop_size=self.augment.crop_size)), label
+
+
+class ValidationItems(Dataset):
+    """Every real and fake of a split, centre-cropped (deterministic), labelled 0/1."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]], *, crop_size: int) -> None:
+        self.items = [(real, REAL) for real, _ in pairs] + [(fake, FAKE) for _, fake in pairs]
+        self.crop_size = crop_size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.items[index]
+        return to_normalised_tensor(center_crop(decode_rgb(Path(path)), self.crop_size)), label
+
+
+def collate_synced(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """B pairs -> (2B, 3, c, c) images, rows 0..B-1 the reals and B..2B-1 their reconstructions, labels."""
+    reals = torch.stack([real for real, _ in batch])
+    fakes = torch.stack([fake for _, fake in batch])
+    labels = torch.cat([torch.zeros(len(batch)), torch.ones(len(batch))])
+    return torch.cat([reals, fakes]), labels

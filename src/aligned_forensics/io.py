@@ -1,0 +1,85 @@
+"""Atomic file and directory writes: every output appears whole or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temp file in the same folder, then rename into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + PARTIAL_SUFFIX)
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    # os.replace breaks a DVC cache hardlink instead of writing through it.
+    os.replace(temporary, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, payload: Mapping[str, Any], *, digits: int = 6) -> None:
+    """Write small JSON with sorted keys and rounded floats, so git diffs stay readable."""
+    atomic_write_text(path, json.dumps(_round_floats(payload, digits), indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> int:
+    """Write rows (in the given order) as CSV with '\\n' line ends; return the row count."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="raise")
+    writer.writeheader()
+    count = 0
+    for row in rows:
+        writer.writerow(row)
+        count += 1
+    atomic_write_text(path, buffer.getvalue())
+    return count
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Read a CSV written by write_csv into a list of dicts."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@contextlib.contextmanager
+def atomic_directory(path: Path) -> Iterator[Path]:
+    """Yield a fresh temp folder beside `path`; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    temporary = path.with_name(path.name + PARTIAL_SUFFIX)
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(temporary, path)
+
+
+def _round_floats(value: Any, digits: int) -> Any:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None  # JSON has no NaN; null is explicit in diffs
+        return round(value, digits)
+    if isinstance(value, Mapping):
+        return {str(k): _round_floats(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_round_floats(v, digits) for v in value]
+    return value

@@ -1,0 +1,36 @@
+"""DVC stage `train`: train the detector on the manifest, best/last checkpoints in data/model/, dvclive logs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
+
+from dvclive import Live  # noqa: E402
+
+from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.training import TrainConfig, train_detector  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--manifest", type=Path, default=Path("data/manifest"))
+    parser.add_argument("--out", type=Path, default=Path("data/model"))
+    parser.add_argument("--live", type=Path, default=Path("metrics/train"))
+
+    def body(args) -> str:
+        config = load_config(args.params, "train", TrainConfig)
+        # dvc.yaml declares these metrics and plots itself; DVC (not dvclive) records experiments
+        with Live(str(args.live), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+            summary = train_detector(config, train_manifest=args.manifest / "train.csv",
+                                     val_manifest=args.manifest / "val.csv", model_dir=args.out, live=live)
+            live.summary.update({f"best_{k}" if not k.startswith("best") else k: v for k, v in summary.items()})
+        return (f"{summary['epochs']} epochs, best val bacc {summary['best_val_bacc']:.4f} at epoch "
+                f"{summary['best_epoch']}, {summary['train_seconds']:.0f} s")
+
+    return run_stage("train", parser, body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
