@@ -103,7 +103,8 @@ def pad_to_at_least(pixels: np.ndarray, side: int) -> np.ndarray:
 
 def to_normalised_tensor(pixels: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 with ImageNet normalisation."""
-    tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255.0)
+    writable = np.require(pixels, dtype=np.uint8, requirements=["C", "W"])  # copies views and read-only decodes
+    tensor = torch.from_numpy(writable).permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (tensor - mean) / std

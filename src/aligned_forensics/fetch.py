@@ -13,7 +13,8 @@ from aligned_forensics.errors import DataError, ParamsError
 from aligned_forensics.images import ImageDecodeError, image_header
 from aligned_forensics.io import atomic_directory, atomic_write_bytes, write_csv
 from aligned_forensics.params import require
-from aligned_forensics.sources import SPLITS, PlannedImage, plan_source
+from aligned_forensics.sources import PlannedImage, plan_source
+from aligned_forensics.splits import SPLITS
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,14 @@ def decode_rgb(path: Path) -> np.ndarray:
         raise ImageDecodeError(f"{type(error).__name__}: {error}") from error
 
 
+def decode_or_error(path: Path) -> np.ndarray | ImageDecodeError:
+    """decode_rgb, returning the error instead of raising (for batch loops that list rejects)."""
+    try:
+        return decode_rgb(path)
+    except ImageDecodeError as error:
+        return error
+
+
 def image_header(path: Path) -> tuple[int, int, str]:
     """Return (width, height, format) from the file header, without decoding pixels."""
     try:

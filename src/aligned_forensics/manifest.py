@@ -13,7 +13,7 @@ from aligned_forensics.errors import DataError
 from aligned_forensics.images import ImageDecodeError, decode_rgb, image_header
 from aligned_forensics.io import read_csv, write_csv
 from aligned_forensics.progress import progress_bar
-from aligned_forensics.sources import SPLITS
+from aligned_forensics.splits import SPLITS
 
 log = logging.getLogger(__name__)
 

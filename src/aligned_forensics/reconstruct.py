@@ -18,10 +18,12 @@ import torch.nn.functional as F
 from aligned_forensics.progress import progress_bar
 
 from aligned_forensics.autoencoders import load_autoencoder
+from aligned_forensics.devices import pick_device
 from aligned_forensics.errors import DataError
-from aligned_forensics.images import ImageDecodeError, decode_rgb, encode_png, psnr
+from aligned_forensics.images import ImageDecodeError, decode_or_error, encode_png, psnr
 from aligned_forensics.io import atomic_directory, atomic_write_bytes, read_csv, write_csv
 from aligned_forensics.params import require
+from aligned_forensics.prefetch import prefetch_map
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +86,6 @@ def reconstruct_batch(
     return decoded.float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
 
 
-def pick_device(name: str) -> torch.device:
-    """'auto' means CUDA when available."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DataError("reconstruct.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
-    return torch.device(name)
-
-
 def run_reconstruct(
     config: ReconstructConfig, *, index_path: Path, autoencoder_dir: Path, out_dir: Path, rejects_path: Path
 ) -> dict[str, Any]:
@@ -143,19 +136,9 @@ def _prefetch(
 ) -> Iterator[tuple[list[dict[str, Any]], list[np.ndarray], int]]:
     """Yield (rows, decoded pixels, rows attempted) per batch, decoding ahead while the model runs."""
     def decode(batch: list[dict[str, Any]]) -> list[np.ndarray | ImageDecodeError]:
-        out: list[np.ndarray | ImageDecodeError] = []
-        for row in batch:
-            try:
-                out.append(decode_rgb(Path(row["path"])))
-            except ImageDecodeError as error:
-                out.append(error)
-        return out
+        return [decode_or_error(Path(row["path"])) for row in batch]
 
-    pending = [pool.submit(decode, batch) for batch in batches[:2]]
-    for position, batch in enumerate(batches):
-        decoded = pending[position].result()
-        if position + 2 < len(batches):
-            pending.append(pool.submit(decode, batches[position + 2]))
+    for batch, decoded in zip(batches, prefetch_map(pool, decode, batches), strict=True):
         kept_rows, kept_pixels = [], []
         for row, pixels in zip(batch, decoded, strict=True):
             if isinstance(pixels, ImageDecodeError):

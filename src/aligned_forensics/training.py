@@ -24,11 +24,11 @@ from aligned_forensics.data import (
     collate_synced,
     load_pairs,
 )
+from aligned_forensics.devices import pick_device
 from aligned_forensics.errors import DataError
 from aligned_forensics.models import Architecture, Pretrained, count_parameters, create_detector
 from aligned_forensics.params import require
 from aligned_forensics.progress import progress_bar
-from aligned_forensics.reconstruct import pick_device
 from aligned_forensics.threshold import rates_at
 
 log = logging.getLogger(__name__)

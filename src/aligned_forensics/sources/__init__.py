@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from aligned_forensics.errors import ParamsError
 from aligned_forensics.params import build_config
 from aligned_forensics.sources import samples
-
-Split = Literal["train", "val", "test"]
-SPLITS: tuple[Split, ...] = ("train", "val", "test")
+from aligned_forensics.splits import Split
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,89 @@
+"""The threshold stage: score a seeded subset of validation reals and fakes, pick the decision threshold."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from aligned_forensics.checkpoints import load_detector
+from aligned_forensics.devices import pick_device
+from aligned_forensics.errors import DataError
+from aligned_forensics.io import read_csv
+from aligned_forensics.params import require
+from aligned_forensics.scoring import ScoreItem, ScoringOptions, score_images
+from aligned_forensics.threshold import Criterion, detection_metrics, select_threshold
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """params.yaml `threshold`."""
+
+    n_per_class: int = 5000  # validation reals and fakes scored (each); fewer available -> all, recorded
+    seed: int = 0
+    criterion: Criterion = "bacc"
+    target_fpr: float = 0.05  # criterion fpr: the largest TPR whose FPR on reals is at most this
+    fixed: float = 0.0  # criterion fixed: this logit
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        require(self.n_per_class >= 1, "threshold.n_per_class", "an integer >= 1", self.n_per_class)
+        require(0 <= self.target_fpr <= 1, "threshold.target_fpr", "a rate in [0, 1]", self.target_fpr)
+        self.scoring.check("threshold.scoring")
+
+
+def manifest_items(rows: list[dict[str, str]], column: Literal["real_path", "fake_path"]) -> list[ScoreItem]:
+    """One ScoreItem per manifest row for its real or fake image."""
+    return [ScoreItem(row[column], int(row["height"]), int(row["width"])) for row in rows]
+
+
+def sample_rows(rows: list[dict[str, str]], count: int, *, seed: int, stream: int) -> list[dict[str, str]]:
+    """A seeded random subset of `count` rows (all when fewer), in manifest order."""
+    if count >= len(rows):
+        return list(rows)
+    chosen = np.random.default_rng([seed, stream]).choice(len(rows), size=count, replace=False)
+    return [rows[i] for i in sorted(chosen)]
+
+
+def score_pairs(
+    model: Any, real_rows: list[dict[str, str]], fake_rows: list[dict[str, str]], *, scoring: ScoringOptions,
+    crop_size: int, device: Any,
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
+    """Score reals then fakes; return (labels, scores, rejects) with rejected images dropped."""
+    items = manifest_items(real_rows, "real_path") + manifest_items(fake_rows, "fake_path")
+    scores, rejects = score_images(model, items, protocol=scoring.protocol, crop_size=crop_size,
+                                   batch_size=scoring.batch_size, device=device)
+    labels = np.array([0] * len(real_rows) + [1] * len(fake_rows))
+    kept = np.isfinite(scores)
+    return labels[kept], scores[kept], rejects
+
+
+def run_threshold(config: ThresholdConfig, *, model_path: Path, val_manifest: Path) -> tuple[dict[str, Any], Any]:
+    """Return (metrics for threshold.json, (labels, scores) for the ROC plot)."""
+    rows = read_csv(val_manifest)
+    if not rows:
+        raise DataError(f"{val_manifest} has no validation pairs")
+    real_rows = sample_rows(rows, config.n_per_class, seed=config.seed, stream=0)
+    fake_rows = sample_rows(rows, config.n_per_class, seed=config.seed, stream=1)  # independent of the reals
+    if len(rows) < config.n_per_class:
+        log.warning("only %d validation pairs: calibrating on %d reals + %d fakes instead of %d each",
+                    len(rows), len(real_rows), len(fake_rows), config.n_per_class)
+    device = pick_device(config.device)
+    model, payload = load_detector(model_path, device=device)
+    crop_size = config.scoring.crop_size or payload["preprocessing"]["train_crop"]
+    labels, scores, rejects = score_pairs(model, real_rows, fake_rows, scoring=config.scoring,
+                                          crop_size=crop_size, device=device)
+    threshold = select_threshold(labels, scores, criterion=config.criterion, target_fpr=config.target_fpr,
+                                 fixed=config.fixed)
+    metrics = detection_metrics(labels, scores, threshold=threshold)
+    result = {"threshold": threshold, "criterion": config.criterion, "n_real": metrics["n_real"],
+              "n_fake": metrics["n_fake"], "n_requested_per_class": config.n_per_class, "rejected": len(rejects),
+              "bacc": metrics["bacc"], "tpr": metrics["fake_acc"], "tnr": metrics["real_acc"], "ap": metrics["ap"],
+              "auc": metrics["auc"], "bacc_at_0": metrics["bacc_at_0"], "protocol": config.scoring.protocol}
+    return result, (labels, scores)

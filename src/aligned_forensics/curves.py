@@ -1,0 +1,69 @@
+"""ROC / precision-recall curve data for DVC plots, and a PNG of them for offline viewing."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from aligned_forensics.io import atomic_write_bytes, atomic_write_text
+
+MAX_POINTS = 200  # keeps the JSON (tracked in git) small; curves stay visually exact at plot resolution
+
+
+def roc_points(labels: np.ndarray, scores: np.ndarray) -> list[dict[str, float]]:
+    """[{fpr, tpr, threshold}] with fake as the positive class."""
+    fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=True)
+    keep = _thin(len(fpr))
+    return [{"fpr": round(float(fpr[i]), 5), "tpr": round(float(tpr[i]), 5),
+             "threshold": round(float(np.clip(thresholds[i], -1e6, 1e6)), 5)} for i in keep]
+
+
+def pr_points(labels: np.ndarray, scores: np.ndarray) -> list[dict[str, float]]:
+    """[{recall, precision}] with fake as the positive class."""
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    keep = _thin(len(recall))
+    return [{"recall": round(float(recall[i]), 5), "precision": round(float(precision[i]), 5)} for i in keep]
+
+
+def write_points(path: Path, points: list[dict[str, float]]) -> None:
+    """A JSON list of points, the shape `dvc plots` reads."""
+    atomic_write_text(path, json.dumps(points, indent=1) + "\n")
+
+
+def write_curves_png(path: Path, labels: np.ndarray, scores: np.ndarray, *, threshold: float, title: str) -> None:
+    """ROC, precision-recall and score histograms side by side, threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (roc_axis, pr_axis, hist_axis) = plt.subplots(1, 3, figsize=(13, 4), dpi=80)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    roc_axis.plot(fpr, tpr)
+    roc_axis.plot([0, 1], [0, 1], ":", color="grey")
+    roc_axis.set(xlabel="false-positive rate (reals called fake)", ylabel="true-positive rate", title="ROC")
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    pr_axis.plot(recall, precision)
+    pr_axis.set(xlabel="recall (fakes found)", ylabel="precision", title="precision-recall", ylim=(0, 1.02))
+    bins = np.linspace(scores.min(), scores.max(), 41)
+    hist_axis.hist(scores[labels == 0], bins=bins, alpha=0.6, label="real")
+    hist_axis.hist(scores[labels == 1], bins=bins, alpha=0.6, label="fake")
+    hist_axis.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
+    hist_axis.set(xlabel="logit (positive = fake)", ylabel="images", title="scores")
+    hist_axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})  # no version string: stable bytes
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _thin(count: int) -> list[int]:
+    if count <= MAX_POINTS:
+        return list(range(count))
+    return sorted(set(np.linspace(0, count - 1, MAX_POINTS).round().astype(int).tolist()))

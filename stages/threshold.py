@@ -1,0 +1,35 @@
+"""DVC stage `threshold`: calibrate the decision threshold on a seeded subset of validation reals and fakes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
+
+from aligned_forensics.calibrate import ThresholdConfig, run_threshold  # noqa: E402
+from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.curves import roc_points, write_points  # noqa: E402
+from aligned_forensics.io import write_json  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--model", type=Path, default=Path("data/model/best.pt"))
+    parser.add_argument("--manifest", type=Path, default=Path("data/manifest/val.csv"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/threshold.json"))
+    parser.add_argument("--plots", type=Path, default=Path("metrics/threshold"))
+
+    def body(args) -> str:
+        config = load_config(args.params, "threshold", ThresholdConfig)
+        result, (labels, scores) = run_threshold(config, model_path=args.model, val_manifest=args.manifest)
+        write_json(args.metrics, result)
+        write_points(args.plots / "roc.json", roc_points(labels, scores))
+        return (f"threshold {result['threshold']:.4f} ({result['criterion']}) on {result['n_real']:,} real + "
+                f"{result['n_fake']:,} fake: bacc {result['bacc']:.4f} (at logit 0: {result['bacc_at_0']:.4f})")
+
+    return run_stage("threshold", parser, body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
