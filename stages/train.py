@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         with Live(str(args.live), dvcyaml=False, save_dvc_exp=False, report=None) as live:
             summary = train_detector(config, train_manifest=args.manifest / "train.csv",
                                      val_manifest=args.manifest / "val.csv", model_dir=args.out, live=live)
-            live.summary.update({f"best_{k}" if not k.startswith("best") else k: v for k, v in summary.items()})
+            live.summary.update(summary)  # best-epoch values beside dvclive's last-epoch ones
         return (f"{summary['epochs']} epochs, best val bacc {summary['best_val_bacc']:.4f} at epoch "
                 f"{summary['best_epoch']}, {summary['train_seconds']:.0f} s")
 

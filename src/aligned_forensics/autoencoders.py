@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 INFO_FILE = "autoencoder.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-UNTRAINED_LABEL = "UNTRAINED random autoencoder (offline demo only: its reconstructions are not meaningful fakes)"
+UNTRAINED_LABEL = "random-untrained (demo only)"
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ def materialise_autoencoder(config: AutoencoderConfig, out_dir: Path) -> dict[st
     if config.kind == "random":
         model = build_random_autoencoder(seed=config.seed, channels=config.channels,
                                          latent_channels=config.latent_channels)
-        model = model.to(DTYPES[config.dtype])
+        if config.dtype != "float32":
+            model = model.to(DTYPES[config.dtype])
         info = {"label": UNTRAINED_LABEL, "trained": False, "revision": None}
     elif config.kind == "hub":
         model, revision = _from_hub(config)
@@ -104,7 +105,7 @@ def _from_folder(folder: Path, *, dtype: torch.dtype) -> torch.nn.Module:
     if not config_path.is_file():
         raise UserError(f"{folder} is not a diffusers autoencoder folder (no config.json); set autoencoder.path "
                         "to a folder written by `save_pretrained`, or autoencoder.subfolder to e.g. 'vae'")
-    return _autoencoder_class(config_path).from_pretrained(folder, torch_dtype=dtype, use_safetensors=None)
+    return _autoencoder_class(config_path).from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False)
 
 
 def _from_hub(config: AutoencoderConfig) -> tuple[torch.nn.Module, str]:
@@ -115,7 +116,7 @@ def _from_hub(config: AutoencoderConfig) -> tuple[torch.nn.Module, str]:
         config_file = hf_hub_download(config.id, "config.json", subfolder=subfolder, revision=config.revision)
         cls = _autoencoder_class(Path(config_file))
         model = cls.from_pretrained(config.id, subfolder=subfolder, revision=config.revision,
-                                    torch_dtype=DTYPES[config.dtype])
+                                    torch_dtype=DTYPES[config.dtype], low_cpu_mem_usage=False)
     except UserError:
         raise
     except Exception as error:  # hub errors vary by version and cause (offline, gated, typo)

@@ -15,7 +15,7 @@ from aligned_forensics.devices import pick_device
 from aligned_forensics.errors import DataError, UserError
 from aligned_forensics.io import read_csv
 from aligned_forensics.scoring import ScoringOptions
-from aligned_forensics.threshold import detection_metrics
+from aligned_forensics.threshold import detection_metrics, rates_at, select_threshold
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,8 @@ class EvaluateConfig:
 
 def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, target_fpr: float) -> float:
     """The largest fraction of fakes caught while at most `target_fpr` of reals are called fake."""
-    real = np.sort(scores[labels == 0])
-    # any threshold >= the k-th largest real keeps at most floor(target * n) reals above it
-    allowed = int(np.floor(target_fpr * len(real) + 1e-9))
-    threshold = real[len(real) - allowed - 1] if allowed < len(real) else -np.inf
-    return float((scores[labels == 1] > threshold).mean())
+    threshold = select_threshold(labels, scores, criterion="fpr", target_fpr=target_fpr)
+    return rates_at(labels, scores, threshold).tpr
 
 
 def read_threshold(path: Path) -> float:

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from aligned_forensics.errors import DataError
+
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -51,9 +53,13 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[s
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    """Read a CSV written by write_csv into a list of dicts."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    """Read a CSV written by write_csv into a list of dicts (DataError if it does not exist)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise DataError(f"{path} not found: the stage that writes it has not run; `dvc repro` runs every "
+                        "stage in order") from None
 
 
 @contextlib.contextmanager

@@ -96,7 +96,8 @@ def run_reconstruct(
     device = pick_device(config.device)
     autoencoder, info = load_autoencoder(autoencoder_dir, device=device)
     if not info["trained"]:
-        log.warning("using an %s", info["label"])
+        log.warning("the autoencoder is UNTRAINED (autoencoder.kind=random): its reconstructions are not "
+                    "meaningful fakes; this is the offline demo. Set autoencoder.kind=hub for a real run")
     batches = bucket_by_shape(rows, config.batch_size)
     rejects: list[dict[str, str]] = []
     scores: list[float] = []

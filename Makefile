@@ -1,0 +1,28 @@
+# Two commands a user needs: `make demo` and `make test`. Both create .venv and install on first use.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+RUN := PATH="$(BIN):$$PATH" DVC_NO_ANALYTICS=1
+
+.PHONY: setup demo test test-fast lint clean-demo
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+demo: setup  ## the offline CPU demo: the whole pipeline with `dvc repro`
+	$(RUN) dvc repro
+	$(RUN) dvc metrics show
+
+test: setup  ## the whole test suite (unit, stage and end-to-end `dvc repro`), offline
+	$(RUN) HF_HUB_OFFLINE=1 python -m pytest
+
+test-fast: setup  ## everything but the end-to-end pipeline runs
+	$(RUN) HF_HUB_OFFLINE=1 python -m pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check src stages tests bench

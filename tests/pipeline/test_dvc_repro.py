@@ -1,0 +1,76 @@
+"""End to end: the real `dvc` on a copy of this repository, with tiny params, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import TINY_PARAMS
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                        "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A fresh git repository holding this checkout's tracked files and tiny params, after `dvc repro`."""
+    folder = tmp_path_factory.mktemp("project")
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    for name in listed:
+        if (ROOT / name).is_file() and not name.startswith(("data/", "metrics/")):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, folder / name)
+    (folder / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
+    (folder / "dvc.lock").unlink(missing_ok=True)
+    run(["git", "init", "-q"], folder)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], folder)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], folder)
+    run(["dvc", "repro"], folder)
+    return folder
+
+
+def test_repro_produces_every_metrics_file(project):
+    for name in ("fetch", "reconstruct", "manifest", "threshold", "eval", "train/metrics"):
+        metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
+        assert metrics, name
+    shown = run(["dvc", "metrics", "show", "--json"], project).stdout
+    assert "metrics/eval.json" in shown and "bacc" in shown
+
+
+def test_second_repro_runs_nothing(project):
+    result = run(["dvc", "repro"], project)
+    assert "Running stage" not in result.stdout + result.stderr
+    run(["dvc", "status", "-q"], project)  # exit 0: nothing stale
+
+
+def test_data_folders_are_linked_not_copied(project):
+    real = next((project / "data/real/train").glob("*.jpg"))
+    assert real.stat().st_nlink == 2  # hardlinked into the DVC cache (cache.type hardlink,symlink)
+
+
+def test_experiment_changes_metrics(project):
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline results"], project)
+    run(["dvc", "exp", "run", "-S", "train.seed=1"], project)
+    listed = run(["dvc", "exp", "show", "--json"], project).stdout
+    assert "train.seed" in listed or '"seed": 1' in listed
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout or "{}")
+    assert "metrics/train/metrics.json" in diff, diff
+    params = json.loads(run(["dvc", "params", "diff", "--json"], project).stdout)
+    assert params["params.yaml"]["train.seed"]["old"] == 17 and params["params.yaml"]["train.seed"]["new"] == 1

@@ -1,0 +1,114 @@
+"""Each stage's main() on tiny params in a temp folder, in pipeline order, plus its failure modes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aligned_forensics.io import read_csv
+
+ROOT = Path(__file__).resolve().parents[2]
+ORDER = ("fetch", "autoencoder", "reconstruct", "manifest", "train", "threshold", "evaluate")
+
+
+def stage_main(name: str):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A folder where every stage has run once, in order, with the tiny params."""
+    from tests.conftest import TINY_PARAMS
+
+    folder = tmp_path_factory.mktemp("stages")
+    (folder / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    previous = os.getcwd()
+    os.chdir(folder)  # stages take repo-relative default paths, as under `dvc repro`
+    try:
+        for name in ORDER:
+            assert stage_main(name)([]) == 0, name
+    finally:
+        os.chdir(previous)
+    return folder
+
+
+def test_every_stage_writes_its_outputs(workspace):
+    index = read_csv(workspace / "data/fetch/index.csv")
+    reals = sorted((workspace / "data/real").rglob("*.jpg"))
+    fakes = sorted((workspace / "data/fake").rglob("*.png"))
+    assert len(index) == len(reals) == len(fakes) == 44
+    assert [p.stem for p in reals] == [p.stem for p in fakes]
+    for split in ("train", "val", "test"):
+        rows = read_csv(workspace / f"data/manifest/{split}.csv")
+        assert rows and [r["stem"] for r in rows] == sorted(r["stem"] for r in rows)
+    assert (workspace / "data/model/best.pt").is_file() and (workspace / "data/model/last.pt").is_file()
+    assert not list(workspace.rglob("*.partial"))
+
+
+def test_metrics_are_computed_values(workspace):
+    metrics = {name: json.loads((workspace / "metrics" / f"{name}.json").read_text())
+               for name in ("fetch", "reconstruct", "manifest", "threshold", "eval")}
+    assert metrics["fetch"]["images"] == 44 and metrics["fetch"]["rejected"] == 0
+    assert metrics["reconstruct"]["images"] == 44 and 0 < metrics["reconstruct"]["psnr_mean"] < 60
+    threshold = metrics["threshold"]
+    assert {"threshold", "criterion", "n_real", "n_fake", "bacc", "tpr", "tnr", "ap", "auc"} <= set(threshold)
+    assert threshold["n_real"] == threshold["n_fake"] == metrics["manifest"]["pairs_val"]  # fewer than 5,000
+    evaluation = metrics["eval"]
+    assert evaluation["threshold"] == threshold["threshold"]
+    assert evaluation["n_real"] == metrics["manifest"]["pairs_test"]
+    for key in ("ap", "auc", "real_acc", "fake_acc", "bacc", "bacc_at_0", "real_acc_at_0", "fake_acc_at_0"):
+        assert 0.0 <= evaluation[key] <= 1.0, key
+    train = json.loads((workspace / "metrics/train/metrics.json").read_text())
+    assert {"best_val_bacc", "best_epoch", "train_loss", "val_auc"} <= set(train)
+    roc = json.loads((workspace / "metrics/eval/roc.json").read_text())
+    assert roc[0] == {"fpr": 0.0, "tpr": roc[0]["tpr"], "threshold": roc[0]["threshold"]} and roc[-1]["fpr"] == 1.0
+    assert (workspace / "metrics/eval/curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_unknown_key_fails_before_any_work(workspace, tmp_path, monkeypatch, caplog):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["train"]["learning_rate"] = 0.1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.ERROR):
+        assert stage_main("train")(["--manifest", str(workspace / "data/manifest")]) == 2
+    assert "unknown params key 'train.learning_rate'" in caplog.text
+    assert not (tmp_path / "data").exists()
+
+
+def test_missing_upstream_output_names_the_stage_to_run(tmp_path, monkeypatch, caplog):
+    from tests.conftest import TINY_PARAMS
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.ERROR):
+        assert stage_main("threshold")([]) == 2
+    assert "data/manifest/val.csv not found" in caplog.text and "dvc repro" in caplog.text
+
+
+def test_undecodable_real_is_rejected_and_counted(workspace, tmp_path, monkeypatch):
+    index = read_csv(workspace / "data/fetch/index.csv")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    index[0]["path"] = str(broken)
+    from aligned_forensics.io import write_csv
+
+    write_csv(tmp_path / "index.csv", index, list(index[0]))
+    monkeypatch.chdir(workspace)
+    code = stage_main("reconstruct")(["--index", str(tmp_path / "index.csv"), "--out", str(tmp_path / "fake"),
+                                      "--rejects", str(tmp_path / "rejects.csv"),
+                                      "--metrics", str(tmp_path / "metrics.json")])
+    assert code == 0
+    rejects = read_csv(tmp_path / "rejects.csv")
+    assert [r["path"] for r in rejects] == [str(broken)] and rejects[0]["reason"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["rejected"] == 1 and metrics["images"] == len(index) - 1

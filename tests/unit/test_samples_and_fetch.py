@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from aligned_forensics.errors import ParamsError
+from aligned_forensics.fetch import FetchConfig, plan_fetch, run_fetch
+from aligned_forensics.io import read_csv
+from aligned_forensics.sources import samples
+
+
+def test_groups_are_split_deterministically_and_exclusively():
+    groups = [photo.group for photo in samples.SAMPLE_PHOTOS]
+    first = samples.assign_groups(groups, val_groups=2, test_groups=2, seed=3)
+    assert first == samples.assign_groups(list(reversed(groups)), val_groups=2, test_groups=2, seed=3)
+    assert sorted(first.values()).count("val") == 2 and list(first.values()).count("test") == 2
+    assert set(first) == set(groups)
+    others = {seed: samples.assign_groups(groups, val_groups=2, test_groups=2, seed=seed) for seed in range(8)}
+    assert len({tuple(sorted(split.items())) for split in others.values()}) > 1  # the seed matters
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_crops_are_multiples_of_8_and_inside_the_photo(seed):
+    rng = np.random.default_rng(seed)
+    for top, left, height, width in samples.draw_crops(300, 451, count=200, min_side=64, max_side=256, rng=rng):
+        assert height % 8 == 0 and width % 8 == 0
+        assert 64 <= height <= 256 and 64 <= width <= 256
+        assert 0 <= top and top + height <= 300 and 0 <= left and left + width <= 451
+
+
+def _config(**overrides) -> FetchConfig:
+    spec = {"kind": "samples", "crops_per_photo": 3, "min_side": 32, "max_side": 48} | overrides
+    return FetchConfig(seed=0, sources=(spec,))
+
+
+def test_no_photo_leaks_across_splits():
+    planned = plan_fetch(_config())
+    split_of_photo: dict[str, set[str]] = {}
+    for item in planned:
+        photo = item.origin.split(" crop")[0]
+        split_of_photo.setdefault(photo, set()).add(item.split)
+    assert all(len(splits) == 1 for splits in split_of_photo.values())
+    motorcycle = {item.split for item in planned if "motorcycle" in item.stem}
+    assert len(motorcycle) == 1  # two views of one scene stay together
+
+
+def test_fetch_is_byte_identical_across_runs(tmp_path):
+    digests = []
+    for run in ("a", "b"):
+        out = tmp_path / run / "real"
+        counts = run_fetch(_config(), out_dir=out, index_path=tmp_path / run / "index.csv",
+                           rejects_path=tmp_path / run / "rejects.csv")
+        files = sorted(out.rglob("*.jpg"))
+        assert len(files) == counts["images"] == 3 * len(samples.SAMPLE_PHOTOS)
+        digests.append([(f.relative_to(out).as_posix(), hashlib.sha256(f.read_bytes()).hexdigest()) for f in files])
+        rows = read_csv(tmp_path / run / "index.csv")
+        assert all(int(row["width"]) % 8 == 0 and int(row["height"]) % 8 == 0 for row in rows)
+        assert {row["format"] for row in rows} == {"jpeg"}
+    assert digests[0] == digests[1]
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_duplicate_stems_across_sources_are_an_error():
+    spec = {"kind": "samples", "crops_per_photo": 1, "min_side": 32, "max_side": 48}
+    with pytest.raises(ParamsError, match="share the stem 'samples-astronaut-0000'"):
+        plan_fetch(FetchConfig(seed=0, sources=(spec, spec)))

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from aligned_forensics.augment import AugmentConfig, AugmentDraw, apply_augmentation, center_crop, draw_augmentation
+from aligned_forensics.data import EpochSampler, SyncedPairs, cap_pairs, collate_synced
+from aligned_forensics.images import encode_png
+from aligned_forensics.models import count_parameters, create_detector
+from aligned_forensics.training import EarlyStopping
+
+
+def test_res50nodown_matches_the_paper():
+    model = create_detector("res50nodown", pretrained="none", seed=0).eval()
+    assert count_parameters(model) == 23_510_081
+    with torch.no_grad():
+        assert model.features(torch.zeros(1, 3, 96, 96)).shape == (1, 2048, 12, 12)  # total stride 8
+        assert model(torch.zeros(2, 3, 96, 96)).shape == (2,)
+    assert model.fc.weight.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+@pytest.mark.parametrize(("arch", "side"), [("res50", 3), ("res18nodown", 12), ("res18", 3)])
+def test_smaller_variants_have_their_stride(arch, side):
+    model = create_detector(arch, pretrained="none", seed=0).eval()
+    with torch.no_grad():
+        assert model.features(torch.zeros(1, 3, 96, 96)).shape[-1] == side
+
+
+def test_schedule_decays_then_stops_like_the_paper():
+    schedule = EarlyStopping(patience=2, delta=0.001, lr_decay=0.1, min_lr=1e-6)
+    lr, history = 1e-4, []
+    for score in [0.5, 0.6, 0.6005, 0.6, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]:
+        improved, lr, stop = schedule.step(score, lr)
+        history.append((improved, lr, stop))
+        if stop:
+            break
+    assert [h[0] for h in history[:5]] == [True, True, False, False, True]  # +0.0005 is below delta
+    assert history[3][1] == pytest.approx(1e-5)  # two epochs without gain -> LR / 10
+    lrs = [h[1] for h in history]
+    assert min(lrs[:-1]) == pytest.approx(1e-6) and history[-1][2]  # trains at 1e-6, stops below it
+
+
+def _pair_dataset(tmp_path, count: int) -> SyncedPairs:
+    pairs = []
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        pixels = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+        paths = []
+        for kind in ("real", "fake"):  # identical pixels, so identical augmentation gives identical tensors
+            path = tmp_path / f"{kind}{i}.png"
+            path.write_bytes(encode_png(pixels))
+            paths.append(str(path))
+        pairs.append(tuple(paths))
+    return SyncedPairs(pairs, AugmentConfig(crop_size=32), seed=5)
+
+
+def test_a_pair_gets_one_draw_and_different_pairs_differ(tmp_path):
+    dataset = _pair_dataset(tmp_path, 6)
+    images, labels = collate_synced([dataset[(1, i)] for i in range(6)])
+    assert images.shape == (12, 3, 32, 32) and labels.tolist() == [0] * 6 + [1] * 6
+    assert torch.equal(images[:6], images[6:])
+    config = AugmentConfig()
+    draws = {draw_augmentation(config, np.random.default_rng([5, 1, i])) for i in range(6)}
+    assert len(draws) == 6
+    assert torch.equal(dataset[(1, 2)][0], dataset[(1, 2)][0])  # same (seed, epoch, index) -> same tensor
+    assert not torch.equal(dataset[(1, 2)][0], dataset[(2, 2)][0])  # a new epoch -> a new draw
+
+
+@pytest.mark.parametrize(("name", "nominal"), [("blur", 0.5), ("jpeg", 0.5), ("flip", 0.5)])
+def test_augmentation_probabilities(name, nominal):
+    config = AugmentConfig()
+    rng = np.random.default_rng(0)
+    draws = [draw_augmentation(config, rng) for _ in range(4000)]
+    applied = {"blur": lambda d: d.blur_sigma > 0, "jpeg": lambda d: d.jpeg_quality > 0, "flip": lambda d: d.flip}
+    assert np.mean([applied[name](d) for d in draws]) == pytest.approx(nominal, abs=0.03)
+    assert {d.quarter_turns for d in draws} == {0, 1, 2, 3}
+    assert all(30 <= d.jpeg_quality <= 100 for d in draws if d.jpeg_quality)
+
+
+def test_crops_are_padded_when_the_image_is_small():
+    pixels = np.arange(20 * 10 * 3, dtype=np.uint8).reshape(20, 10, 3)
+    draw = AugmentDraw(blur_sigma=0, jpeg_quality=0, quarter_turns=1, flip=True, crop_top=0.999, crop_left=0.999)
+    assert apply_augmentation(pixels, draw, crop_size=16).shape == (16, 16, 3)
+    assert center_crop(pixels, 8).shape == (8, 8, 3)
+
+
+def test_sampler_and_cap_are_seeded():
+    sampler = EpochSampler(10, seed=1, shuffle=True)
+    first = list(sampler)
+    assert first == list(EpochSampler(10, seed=1, shuffle=True))
+    sampler.set_epoch(1)
+    assert [i for _, i in first] != [i for _, i in sampler] and all(e == 1 for e, _ in sampler)
+    pairs = [(f"r{i}", f"f{i}") for i in range(20)]
+    assert cap_pairs(pairs, cap=5, seed=3) == cap_pairs(pairs, cap=5, seed=3)
+    assert cap_pairs(pairs, cap=5, seed=3) != cap_pairs(pairs, cap=5, seed=4)
+    assert cap_pairs(pairs, cap=0, seed=3) == pairs
