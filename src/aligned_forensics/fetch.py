@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aligned_forensics.progress import progress_bar
-
 from aligned_forensics.errors import DataError, ParamsError
 from aligned_forensics.images import ImageDecodeError, image_header
 from aligned_forensics.io import atomic_directory, atomic_write_bytes, write_csv
 from aligned_forensics.params import require
+from aligned_forensics.progress import progress_bar
 from aligned_forensics.sources import PlannedImage, plan_source
 from aligned_forensics.splits import SPLITS
 

@@ -28,7 +28,9 @@ class ManifestConfig:
     verify_decode: bool = True  # decode every pixel of both images (catches truncated files), not just headers
 
 
-def pair_by_stem(reals: Mapping[str, Path], fakes: Mapping[str, Path], *, fake_dir: Path) -> list[tuple[str, Path, Path]]:
+def pair_by_stem(
+    reals: Mapping[str, Path], fakes: Mapping[str, Path], *, fake_dir: Path
+) -> list[tuple[str, Path, Path]]:
     """Return (stem, real, fake) sorted by stem; a real or fake without its partner raises DataError."""
     missing = sorted(set(reals) - set(fakes))
     if missing:
@@ -83,12 +85,15 @@ def build_manifest(
     return rows, rejects
 
 
-def write_manifest(rows: dict[str, list[dict[str, Any]]], rejects: list[dict[str, str]], out_dir: Path) -> dict[str, Any]:
+def write_manifest(
+    rows: dict[str, list[dict[str, Any]]], rejects: list[dict[str, str]], out_dir: Path
+) -> dict[str, Any]:
     """Write <split>.csv and rejects.csv; return counts for metrics."""
     for split, split_rows in rows.items():
         write_csv(out_dir / f"{split}.csv", split_rows, MANIFEST_COLUMNS)
     write_csv(out_dir / "rejects.csv", rejects, REJECT_COLUMNS)
-    formats = Counter(f"{row['real_format']}->{row['fake_format']}" for split_rows in rows.values() for row in split_rows)
+    all_rows = [row for split_rows in rows.values() for row in split_rows]
+    formats = Counter(f"{row['real_format']}->{row['fake_format']}" for row in all_rows)
     if any(real != fake for real, fake in (key.split("->") for key in formats)):
         log.warning("real and fake file formats differ (%s): a format shortcut a detector can learn; "
                     "JPEG augmentation in training only partly hides it", dict(formats))

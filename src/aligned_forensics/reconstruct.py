@@ -15,7 +15,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from aligned_forensics.progress import progress_bar
 
 from aligned_forensics.autoencoders import load_autoencoder
 from aligned_forensics.devices import pick_device
@@ -24,6 +23,7 @@ from aligned_forensics.images import ImageDecodeError, decode_or_error, encode_p
 from aligned_forensics.io import atomic_directory, atomic_write_bytes, read_csv, write_csv
 from aligned_forensics.params import require
 from aligned_forensics.prefetch import prefetch_map
+from aligned_forensics.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -57,22 +57,20 @@ def score_images(
     scores = np.full(len(items), np.nan)
     rejects: list[dict[str, str]] = []
     model.eval()
-    with ThreadPoolExecutor(2) as pool, progress_bar(total=len(items), desc=desc, unit="img") as progress:
-        decoded_batches = prefetch_map(pool, lambda chunk: [decode_or_error(Path(items[i].path)) for i in chunk], batches)
-        for chunk, decoded in zip(batches, decoded_batches, strict=True):  # decoding runs one batch ahead
-            kept, tensors = [], []
-            for index, image in zip(chunk, decoded, strict=True):
-                if isinstance(image, ImageDecodeError):
-                    rejects.append({"path": items[index].path, "stage": desc, "reason": str(image)})
-                    continue
-                if protocol == "center_crop":
-                    image = center_crop(image, crop_size)
-                elif image.shape[:2] != (items[index].height, items[index].width):
-                    rejects.append({"path": items[index].path, "stage": desc, "reason":
-                                    f"decoded size {image.shape[1]}x{image.shape[0]} differs from the manifest"})
-                    continue
+
+    def prepare(chunk: list[int]) -> tuple[list[int], list[torch.Tensor]]:
+        kept, tensors = [], []
+        for index in chunk:
+            image, reason = _load(items[index], protocol=protocol, crop_size=crop_size)
+            if reason:
+                rejects.append({"path": items[index].path, "stage": desc, "reason": reason})
+            else:
                 kept.append(index)
                 tensors.append(to_normalised_tensor(image))
+        return kept, tensors
+
+    with ThreadPoolExecutor(2) as pool, progress_bar(total=len(items), desc=desc, unit="img") as progress:
+        for chunk, (kept, tensors) in zip(batches, prefetch_map(pool, prepare, batches), strict=True):
             if kept:
                 logits = model(torch.stack(tensors).to(device)).float().cpu().numpy()  # (B,)
                 if not np.isfinite(logits).all():
@@ -81,3 +79,15 @@ def score_images(
                 scores[kept] = logits
             progress.update(len(chunk))
     return scores, rejects
+
+
+def _load(item: ScoreItem, *, protocol: Protocol, crop_size: int) -> tuple[np.ndarray, str]:
+    """(pixels, '') or (empty, reason to reject)."""
+    image = decode_or_error(Path(item.path))
+    if isinstance(image, ImageDecodeError):
+        return np.empty(0), str(image)
+    if protocol == "center_crop":
+        return center_crop(image, crop_size), ""
+    if image.shape[:2] != (item.height, item.width):
+        return np.empty(0), f"decoded size {image.shape[1]}x{image.shape[0]} differs from the manifest"
+    return image, ""

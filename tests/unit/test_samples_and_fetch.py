@@ -27,7 +27,7 @@ def test_crops_are_multiples_of_8_and_inside_the_photo(seed):
     for top, left, height, width in samples.draw_crops(300, 451, count=200, min_side=64, max_side=256, rng=rng):
         assert height % 8 == 0 and width % 8 == 0
         assert 64 <= height <= 256 and 64 <= width <= 256
-        assert 0 <= top and top + height <= 300 and 0 <= left and left + width <= 451
+        assert top >= 0 and top + height <= 300 and left >= 0 and left + width <= 451
 
 
 def _config(**overrides) -> FetchConfig:

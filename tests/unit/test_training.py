@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from aligned_forensics.augment import AugmentConfig, AugmentDraw, apply_augmentation, center_crop, draw_augmentation
+from aligned_forensics.augment import (
+    AugmentConfig,
+    AugmentDraw,
+    apply_augmentation,
+    center_crop,
+    draw_augmentation,
+)
 from aligned_forensics.data import EpochSampler, SyncedPairs, cap_pairs, collate_synced
 from aligned_forensics.images import encode_png
 from aligned_forensics.models import count_parameters, create_detector
