@@ -7,6 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
+from aligned_forensics.calibrate import write_scores  # noqa: E402
 from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
 from aligned_forensics.curves import pr_points, roc_points, write_curves_png, write_points  # noqa: E402
 from aligned_forensics.evaluate import EvaluateConfig, run_evaluate  # noqa: E402
@@ -20,15 +21,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=Path, default=Path("metrics/threshold.json"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
     parser.add_argument("--plots", type=Path, default=Path("metrics/eval"))
+    parser.add_argument("--scores", type=Path, default=Path("data/evaluate"), help="scores.csv and rejects.csv")
 
     def body(args) -> str:
         config = load_config(args.params, "evaluate", EvaluateConfig)
-        metrics, labels, scores = run_evaluate(config, model_path=args.model, test_manifest=args.manifest,
-                                               threshold_path=args.threshold)
+        metrics, scored = run_evaluate(config, model_path=args.model, test_manifest=args.manifest,
+                                       threshold_path=args.threshold)
         write_json(args.metrics, metrics)
-        write_points(args.plots / "roc.json", roc_points(labels, scores))
-        write_points(args.plots / "pr.json", pr_points(labels, scores))
-        write_curves_png(args.plots / "curves.png", labels, scores, threshold=metrics["threshold"],
+        write_scores(args.scores, scored, threshold=metrics["threshold"])
+        write_points(args.plots / "roc.json", roc_points(scored.labels, scored.scores))
+        write_points(args.plots / "pr.json", pr_points(scored.labels, scored.scores))
+        write_curves_png(args.plots / "curves.png", scored.labels, scored.scores, threshold=metrics["threshold"],
                          title=f"test split: AP {metrics['ap']:.3f}, AUC {metrics['auc']:.3f}, "
                                f"balanced accuracy {metrics['bacc']:.3f} at the calibrated threshold")
         return (f"{metrics['n_real']:,} real + {metrics['n_fake']:,} fake: AP {metrics['ap']:.4f}, "

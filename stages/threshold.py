@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
-from aligned_forensics.calibrate import ThresholdConfig, run_threshold  # noqa: E402
+from aligned_forensics.calibrate import ThresholdConfig, run_threshold, write_scores  # noqa: E402
 from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
 from aligned_forensics.curves import roc_points, write_points  # noqa: E402
 from aligned_forensics.io import write_json  # noqa: E402
@@ -19,12 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=Path("data/manifest/val.csv"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/threshold.json"))
     parser.add_argument("--plots", type=Path, default=Path("metrics/threshold"))
+    parser.add_argument("--scores", type=Path, default=Path("data/threshold"), help="scores.csv and rejects.csv")
 
     def body(args) -> str:
         config = load_config(args.params, "threshold", ThresholdConfig)
-        result, (labels, scores) = run_threshold(config, model_path=args.model, val_manifest=args.manifest)
+        result, scored = run_threshold(config, model_path=args.model, val_manifest=args.manifest)
         write_json(args.metrics, result)
-        write_points(args.plots / "roc.json", roc_points(labels, scores))
+        write_points(args.plots / "roc.json", roc_points(scored.labels, scored.scores))
+        write_scores(args.scores, scored, threshold=result["threshold"])
         return (f"threshold {result['threshold']:.4f} ({result['criterion']}) on {result['n_real']:,} real + "
                 f"{result['n_fake']:,} fake: bacc {result['bacc']:.4f} (at logit 0: {result['bacc_at_0']:.4f})")
 

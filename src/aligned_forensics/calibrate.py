@@ -12,8 +12,9 @@ import numpy as np
 from aligned_forensics.checkpoints import load_detector
 from aligned_forensics.devices import pick_device
 from aligned_forensics.errors import DataError
-from aligned_forensics.io import read_csv
+from aligned_forensics.io import read_csv, write_csv
 from aligned_forensics.params import require
+from aligned_forensics.sampling import seeded_subset
 from aligned_forensics.scoring import ScoreItem, ScoringOptions, score_images
 from aligned_forensics.threshold import Criterion, detection_metrics, select_threshold
 
@@ -43,47 +44,67 @@ def manifest_items(rows: list[dict[str, str]], column: Literal["real_path", "fak
     return [ScoreItem(row[column], int(row["height"]), int(row["width"])) for row in rows]
 
 
-def sample_rows(rows: list[dict[str, str]], count: int, *, seed: int, stream: int) -> list[dict[str, str]]:
-    """A seeded random subset of `count` rows (all when fewer), in manifest order."""
-    if count >= len(rows):
-        return list(rows)
-    chosen = np.random.default_rng([seed, stream]).choice(len(rows), size=count, replace=False)
-    return [rows[i] for i in sorted(chosen)]
+@dataclass(frozen=True)
+class ScoredImages:
+    """Detector scores for a set of reals and fakes; undecodable images are left out and listed."""
+
+    paths: list[str]
+    labels: np.ndarray  # (N,) 0 real, 1 fake
+    scores: np.ndarray  # (N,) logits, finite
+    rejects: list[dict[str, str]]
+
+    def table(self, threshold: float) -> list[dict[str, Any]]:
+        """Rows for scores.csv: path, label, logit, P(fake), decision at `threshold`."""
+        probability = 1.0 / (1.0 + np.exp(-self.scores))
+        return [{"path": path, "label": "fake" if label else "real", "logit": f"{score:.6f}",
+                 "probability_fake": f"{p:.6f}", "called": "fake" if score > threshold else "real"}
+                for path, label, score, p in zip(self.paths, self.labels, self.scores, probability, strict=True)]
+
+
+SCORE_COLUMNS = ("path", "label", "logit", "probability_fake", "called")
+
+
+def write_scores(folder: Path, scored: ScoredImages, *, threshold: float) -> None:
+    """folder/scores.csv (one row per image) and folder/rejects.csv (images that could not be scored)."""
+    write_csv(folder / "scores.csv", scored.table(threshold), SCORE_COLUMNS)
+    write_csv(folder / "rejects.csv", scored.rejects, ("path", "stage", "reason"))
 
 
 def score_pairs(
     model: Any, real_rows: list[dict[str, str]], fake_rows: list[dict[str, str]], *, scoring: ScoringOptions,
     crop_size: int, device: Any,
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
-    """Score reals then fakes; return (labels, scores, rejects) with rejected images dropped."""
+) -> ScoredImages:
+    """Score the reals of `real_rows` and the fakes of `fake_rows`."""
     items = manifest_items(real_rows, "real_path") + manifest_items(fake_rows, "fake_path")
     scores, rejects = score_images(model, items, protocol=scoring.protocol, crop_size=crop_size,
                                    batch_size=scoring.batch_size, device=device)
     labels = np.array([0] * len(real_rows) + [1] * len(fake_rows))
     kept = np.isfinite(scores)
-    return labels[kept], scores[kept], rejects
+    return ScoredImages([item.path for item, keep in zip(items, kept, strict=True) if keep], labels[kept],
+                        scores[kept], sorted(rejects, key=lambda r: r["path"]))
 
 
-def run_threshold(config: ThresholdConfig, *, model_path: Path, val_manifest: Path) -> tuple[dict[str, Any], Any]:
-    """Return (metrics for threshold.json, (labels, scores) for the ROC plot)."""
+def run_threshold(
+    config: ThresholdConfig, *, model_path: Path, val_manifest: Path
+) -> tuple[dict[str, Any], ScoredImages]:
+    """Return (metrics for threshold.json, the scored validation images)."""
     rows = read_csv(val_manifest)
     if not rows:
         raise DataError(f"{val_manifest} has no validation pairs")
-    real_rows = sample_rows(rows, config.n_per_class, seed=config.seed, stream=0)
-    fake_rows = sample_rows(rows, config.n_per_class, seed=config.seed, stream=1)  # independent of the reals
+    real_rows = seeded_subset(rows, config.n_per_class, seed=config.seed, stream=0)
+    fake_rows = seeded_subset(rows, config.n_per_class, seed=config.seed, stream=1)  # independent of the reals
     if len(rows) < config.n_per_class:
         log.warning("only %d validation pairs: calibrating on %d reals + %d fakes instead of %d each",
                     len(rows), len(real_rows), len(fake_rows), config.n_per_class)
     device = pick_device(config.device)
     model, payload = load_detector(model_path, device=device)
     crop_size = config.scoring.crop_size or payload["preprocessing"]["train_crop"]
-    labels, scores, rejects = score_pairs(model, real_rows, fake_rows, scoring=config.scoring,
-                                          crop_size=crop_size, device=device)
-    threshold = select_threshold(labels, scores, criterion=config.criterion, target_fpr=config.target_fpr,
-                                 fixed=config.fixed)
-    metrics = detection_metrics(labels, scores, threshold=threshold)
+    scored = score_pairs(model, real_rows, fake_rows, scoring=config.scoring, crop_size=crop_size, device=device)
+    threshold = select_threshold(scored.labels, scored.scores, criterion=config.criterion,
+                                 target_fpr=config.target_fpr, fixed=config.fixed)
+    metrics = detection_metrics(scored.labels, scored.scores, threshold=threshold)
     result = {"threshold": threshold, "criterion": config.criterion, "n_real": metrics["n_real"],
-              "n_fake": metrics["n_fake"], "n_requested_per_class": config.n_per_class, "rejected": len(rejects),
+              "n_fake": metrics["n_fake"], "n_requested_per_class": config.n_per_class, "rejected": len(scored.rejects),
               "bacc": metrics["bacc"], "tpr": metrics["fake_acc"], "tnr": metrics["real_acc"], "ap": metrics["ap"],
               "auc": metrics["auc"], "bacc_at_0": metrics["bacc_at_0"], "protocol": config.scoring.protocol}
-    return result, (labels, scores)
+    return result, scored

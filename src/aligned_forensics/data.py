@@ -27,14 +27,6 @@ def load_pairs(manifest_path: Path) -> list[tuple[str, str]]:
     return [(row["real_path"], row["fake_path"]) for row in read_csv(manifest_path)]
 
 
-def cap_pairs(pairs: Sequence[tuple[str, str]], *, cap: int, seed: int) -> list[tuple[str, str]]:
-    """A seeded random subset of `cap` pairs (all when cap is 0), kept in manifest order."""
-    if cap <= 0 or cap >= len(pairs):
-        return list(pairs)
-    chosen = np.random.default_rng([seed, 0xCA9]).choice(len(pairs), size=cap, replace=False)
-    return [pairs[i] for i in sorted(chosen)]
-
-
 class EpochSampler(Sampler[tuple[int, int]]):
     """Yields (epoch, index) in a permutation seeded by (seed, epoch): workers need no shared state."""
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from aligned_forensics.calibrate import score_pairs
+from aligned_forensics.calibrate import ScoredImages, score_pairs
 from aligned_forensics.checkpoints import load_detector
 from aligned_forensics.devices import pick_device
 from aligned_forensics.errors import DataError, UserError
@@ -44,8 +44,8 @@ def read_threshold(path: Path) -> float:
 
 def run_evaluate(
     config: EvaluateConfig, *, model_path: Path, test_manifest: Path, threshold_path: Path
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Return (metrics, labels, scores) for the test split."""
+) -> tuple[dict[str, Any], ScoredImages]:
+    """Return (metrics, the scored test images)."""
     rows = read_csv(test_manifest)
     if not rows:
         raise DataError(f"{test_manifest} has no test pairs: the test split needs reals and their reconstructions")
@@ -53,9 +53,8 @@ def run_evaluate(
     device = pick_device(config.device)
     model, payload = load_detector(model_path, device=device)
     crop_size = config.scoring.crop_size or payload["preprocessing"]["train_crop"]
-    labels, scores, rejects = score_pairs(model, rows, rows, scoring=config.scoring, crop_size=crop_size,
-                                          device=device)
-    metrics = detection_metrics(labels, scores, threshold=threshold)
-    metrics |= {"tpr_at_5pct_fpr": tpr_at_fpr(labels, scores, 0.05), "rejected": len(rejects),
+    scored = score_pairs(model, rows, rows, scoring=config.scoring, crop_size=crop_size, device=device)
+    metrics = detection_metrics(scored.labels, scored.scores, threshold=threshold)
+    metrics |= {"tpr_at_5pct_fpr": tpr_at_fpr(scored.labels, scored.scores, 0.05), "rejected": len(scored.rejects),
                 "protocol": config.scoring.protocol}
-    return metrics, labels, scores
+    return metrics, scored

@@ -20,7 +20,6 @@ from aligned_forensics.data import (
     IndependentItems,
     SyncedPairs,
     ValidationItems,
-    cap_pairs,
     collate_synced,
     load_pairs,
 )
@@ -29,6 +28,7 @@ from aligned_forensics.errors import DataError
 from aligned_forensics.models import Architecture, Pretrained, count_parameters, create_detector
 from aligned_forensics.params import require
 from aligned_forensics.progress import progress_bar
+from aligned_forensics.sampling import seeded_subset
 from aligned_forensics.threshold import rates_at
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class EarlyStopping:
 
 def make_train_loader(config: TrainConfig, manifest: Path) -> tuple[DataLoader, EpochSampler]:
     """DataLoader over the train manifest, synced or independent, seeded per (seed, epoch, index)."""
-    pairs = cap_pairs(load_pairs(manifest), cap=config.data_cap, seed=config.seed)
+    pairs = seeded_subset(load_pairs(manifest), config.data_cap, seed=config.seed, stream=0xCA9)
     if not pairs:
         raise DataError(f"{manifest} has no pairs to train on")
     dataset = (SyncedPairs if config.sync else IndependentItems)(pairs, config.augment, seed=config.seed)

@@ -72,6 +72,10 @@ def test_metrics_are_computed_values(workspace):
     roc = json.loads((workspace / "metrics/eval/roc.json").read_text())
     assert roc[0] == {"fpr": 0.0, "tpr": roc[0]["tpr"], "threshold": roc[0]["threshold"]} and roc[-1]["fpr"] == 1.0
     assert (workspace / "metrics/eval/curves.png").read_bytes()[:4] == b"\x89PNG"
+    scores = read_csv(workspace / "data/evaluate/scores.csv")
+    assert len(scores) == evaluation["n_real"] + evaluation["n_fake"]
+    called_fake = [row for row in scores if row["called"] == "fake"]
+    assert all(float(row["logit"]) > evaluation["threshold"] for row in called_fake)
 
 
 def test_unknown_key_fails_before_any_work(workspace, tmp_path, monkeypatch, caplog):

@@ -11,9 +11,10 @@ from aligned_forensics.augment import (
     center_crop,
     draw_augmentation,
 )
-from aligned_forensics.data import EpochSampler, SyncedPairs, cap_pairs, collate_synced
+from aligned_forensics.data import EpochSampler, SyncedPairs, collate_synced
 from aligned_forensics.images import encode_png
 from aligned_forensics.models import count_parameters, create_detector
+from aligned_forensics.sampling import seeded_subset
 from aligned_forensics.training import EarlyStopping
 
 
@@ -98,6 +99,7 @@ def test_sampler_and_cap_are_seeded():
     sampler.set_epoch(1)
     assert [i for _, i in first] != [i for _, i in sampler] and all(e == 1 for e, _ in sampler)
     pairs = [(f"r{i}", f"f{i}") for i in range(20)]
-    assert cap_pairs(pairs, cap=5, seed=3) == cap_pairs(pairs, cap=5, seed=3)
-    assert cap_pairs(pairs, cap=5, seed=3) != cap_pairs(pairs, cap=5, seed=4)
-    assert cap_pairs(pairs, cap=0, seed=3) == pairs
+    subset = seeded_subset(pairs, 5, seed=3, stream=0)
+    assert subset == seeded_subset(pairs, 5, seed=3, stream=0) and subset == sorted(subset, key=pairs.index)
+    assert subset != seeded_subset(pairs, 5, seed=4, stream=0) and subset != seeded_subset(pairs, 5, seed=3, stream=1)
+    assert seeded_subset(pairs, 0, seed=3, stream=0) == pairs == seeded_subset(pairs, 99, seed=3, stream=0)
