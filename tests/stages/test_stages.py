@@ -116,3 +116,14 @@ def test_undecodable_real_is_rejected_and_counted(workspace, tmp_path, monkeypat
     assert [r["path"] for r in rejects] == [str(broken)] and rejects[0]["reason"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["rejected"] == 1 and metrics["images"] == len(index) - 1
+
+
+def test_fetch_dry_run_lists_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from tests.conftest import TINY_PARAMS
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    monkeypatch.chdir(tmp_path)
+    assert stage_main("fetch")(["--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 44 and all(line.split("\t")[0] in ("train", "val", "test") for line in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

@@ -94,3 +94,13 @@ def test_path_without_config_is_a_clear_error(tmp_path):
 def test_missing_materialised_folder_says_which_stage_to_run(tmp_path):
     with pytest.raises(UserError, match="dvc repro autoencoder"):
         load_autoencoder(tmp_path, device=torch.device("cpu"))
+
+
+def test_path_kind_loads_a_local_diffusers_folder(tmp_path):
+    source = tmp_path / "weights"
+    build_random_autoencoder(seed=5, channels=(8, 8, 8, 8), latent_channels=4).save_pretrained(source / "vae")
+    info = materialise_autoencoder(AutoencoderConfig(kind="path", path=str(source), subfolder="vae"), tmp_path / "ae")
+    assert info["trained"] is True and info["class"] == "AutoencoderKL" and info["label"].endswith("vae")
+    model, _ = load_autoencoder(tmp_path / "ae", device=torch.device("cpu"))
+    expected = build_random_autoencoder(seed=5, channels=(8, 8, 8, 8), latent_channels=4).state_dict()
+    assert all(torch.equal(value, expected[name]) for name, value in model.state_dict().items())
