@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this che
 from dvclive import Live  # noqa: E402
 
 from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.curves import write_training_png  # noqa: E402
 from aligned_forensics.training import TrainConfig, train_detector  # noqa: E402
 
 
@@ -23,9 +24,12 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.params, "train", TrainConfig)
         # dvc.yaml declares these metrics and plots itself; DVC (not dvclive) records experiments
         with Live(str(args.live), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-            summary = train_detector(config, train_manifest=args.manifest / "train.csv",
-                                     val_manifest=args.manifest / "val.csv", model_dir=args.out, live=live)
+            summary, history = train_detector(config, train_manifest=args.manifest / "train.csv",
+                                              val_manifest=args.manifest / "val.csv", model_dir=args.out, live=live)
             live.summary.update(summary)  # best-epoch values beside dvclive's last-epoch ones
+        write_training_png(args.live / "curves.png", history, best_epoch=summary["best_epoch"],
+                           title=f"{config.arch}, {'synced pairs' if config.sync else 'independent images'}, "
+                                 f"seed {config.seed}")
         return (f"{summary['epochs']} epochs, best val bacc {summary['best_val_bacc']:.4f} at epoch "
                 f"{summary['best_epoch']}, {summary['train_seconds']:.0f} s")
 

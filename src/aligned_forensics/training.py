@@ -125,8 +125,10 @@ def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
 
 def train_detector(
     config: TrainConfig, *, train_manifest: Path, val_manifest: Path, model_dir: Path, live: Any
-) -> dict[str, Any]:
-    """Train, validating before the first epoch and after each; write best.pt and last.pt."""
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Train, validating before the first epoch and after each; write best.pt and last.pt.
+
+    Returns (summary of the run, one row per epoch: epoch, train_loss, lr, val_bacc, val_auc, val_ap)."""
     device = pick_device(config.device)
     model = create_detector(config.arch, pretrained=config.pretrained, seed=config.seed).to(device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -139,7 +141,7 @@ def train_detector(
     log.info("%s: %s parameters, %s train %s/epoch, device %s", config.arch, f"{count_parameters(model):,}",
              f"{len(train_loader.dataset):,}", "pairs" if config.sync else "images", device)
     schedule = EarlyStopping(config.patience, config.delta, config.lr_decay, config.min_lr)
-    lr, best, started = config.lr, {}, time.perf_counter()
+    lr, best, history, started = config.lr, {}, [], time.perf_counter()
     for epoch in range(config.max_epochs + 1):
         loss = _train_one_epoch(model, train_loader, sampler, optimizer, epoch, device, memory_format) \
             if epoch > 0 else float("nan")
@@ -148,6 +150,7 @@ def train_detector(
         for group in optimizer.param_groups:
             group["lr"] = lr
         _log_epoch(live, epoch, loss, lr, scores)
+        history.append({"epoch": epoch, "train_loss": loss, "lr": lr, **scores})
         if improved:
             best = {"epoch": epoch, **scores}
             save_checkpoint(model_dir / "best.pt", model, config=asdict(config), epoch=epoch, metrics=scores)
@@ -155,9 +158,10 @@ def train_detector(
             log.info("learning rate would fall below %g: stopping after epoch %d", config.min_lr, epoch)
             break
     save_checkpoint(model_dir / "last.pt", model, config=asdict(config), epoch=epoch, metrics=scores)
-    return {"epochs": epoch, "best_epoch": best["epoch"], "best_val_bacc": best["val_bacc"],
-            "best_val_auc": best["val_auc"], "best_val_ap": best["val_ap"], "final_lr": lr,
-            "train_seconds": time.perf_counter() - started}
+    summary = {"epochs": epoch, "best_epoch": best["epoch"], "best_val_bacc": best["val_bacc"],
+               "best_val_auc": best["val_auc"], "best_val_ap": best["val_ap"], "final_lr": lr,
+               "train_seconds": time.perf_counter() - started}
+    return summary, history
 
 
 def _train_one_epoch(model, loader, sampler, optimizer, epoch, device, memory_format) -> float:

@@ -71,7 +71,8 @@ def test_metrics_are_computed_values(workspace):
     assert {"best_val_bacc", "best_epoch", "train_loss", "val_auc"} <= set(train)
     roc = json.loads((workspace / "metrics/eval/roc.json").read_text())
     assert roc[0] == {"fpr": 0.0, "tpr": roc[0]["tpr"], "threshold": roc[0]["threshold"]} and roc[-1]["fpr"] == 1.0
-    assert (workspace / "metrics/eval/curves.png").read_bytes()[:4] == b"\x89PNG"
+    for picture in ("metrics/eval/curves.png", "metrics/train/curves.png"):
+        assert (workspace / picture).read_bytes()[:4] == b"\x89PNG"
     scores = read_csv(workspace / "data/evaluate/scores.csv")
     assert len(scores) == evaluation["n_real"] + evaluation["n_fake"]
     called_fake = [row for row in scores if row["called"] == "fake"]
