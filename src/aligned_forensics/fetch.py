@@ -53,22 +53,31 @@ def run_fetch(config: FetchConfig, *, out_dir: Path, index_path: Path, rejects_p
     with atomic_directory(out_dir) as staging:
         for item in progress_bar(planned, desc="fetch", unit="img"):
             try:
-                data, suffix = item.load()
-                relative = Path(item.split) / f"{item.stem}{suffix}"
-                atomic_write_bytes(staging / relative, data)
-                width, height, image_format = image_header(staging / relative)
+                relative, width, height, image_format = _write_image(item, staging)
             except ImageDecodeError as error:
                 rejects.append({"path": item.origin, "stage": "fetch", "reason": str(error)})
                 continue
             rows.append({"stem": item.stem, "split": item.split, "source": item.source,
                          "path": (out_dir / relative).as_posix(), "width": width, "height": height,
                          "format": image_format, "origin": item.origin})
+    write_csv(rejects_path, rejects, REJECT_COLUMNS)
     if not rows:
         raise DataError(f"fetch produced no images ({len(rejects)} rejected, see {rejects_path})")
     write_csv(index_path, rows, INDEX_COLUMNS)
-    write_csv(rejects_path, rejects, REJECT_COLUMNS)
     counts = {split: sum(row["split"] == split for row in rows) for split in SPLITS}
     for split in SPLITS:
         if counts[split] == 0:
             log.warning("split '%s' has no images; later stages need train and val", split)
     return {"images": len(rows), "rejected": len(rejects), **{f"images_{s}": n for s, n in counts.items()}}
+
+
+def _write_image(item: PlannedImage, staging: Path) -> tuple[Path, int, int, str]:
+    """Write one image under staging; return (relative path, width, height, format) read back from its header."""
+    data, suffix = item.load()
+    relative = Path(item.split) / f"{item.stem}{suffix}"
+    atomic_write_bytes(staging / relative, data)
+    try:
+        return (relative, *image_header(staging / relative))
+    except ImageDecodeError:
+        (staging / relative).unlink()  # rejected, so not part of the dataset
+        raise

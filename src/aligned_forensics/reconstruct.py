@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -104,7 +104,7 @@ def run_reconstruct(
     started = time.perf_counter()
     with atomic_directory(out_dir) as staging, ThreadPoolExecutor(config.io_threads) as pool, \
             progress_bar(total=len(rows), desc="reconstruct", unit="img") as progress:
-        writes = []
+        writes: deque[Future[None]] = deque()
         for batch, reals, attempted in _prefetch(pool, batches, rejects):
             if not batch:
                 progress.update(attempted)
@@ -115,6 +115,8 @@ def run_reconstruct(
             for row, real, fake in zip(batch, reals, fakes, strict=True):
                 scores.append(psnr(real, fake))
                 writes.append(pool.submit(_write_png, staging / row["split"] / f"{row['stem']}.png", fake))
+            while len(writes) > 4 * config.batch_size:  # bound the images waiting for PNG encoding
+                writes.popleft().result()
             progress.update(attempted)
         for write in writes:
             write.result()

@@ -66,3 +66,27 @@ def test_duplicate_stems_across_sources_are_an_error():
     spec = {"kind": "samples", "crops_per_photo": 1, "min_side": 32, "max_side": 48}
     with pytest.raises(ParamsError, match="share the stem 'samples-astronaut-0000'"):
         plan_fetch(FetchConfig(seed=0, sources=(spec, spec)))
+
+
+def test_undecodable_source_image_is_rejected_not_written(tmp_path, monkeypatch):
+    """A source kind is a module with Config and plan(): here one whose second image is garbage."""
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+
+    from aligned_forensics import sources
+    from aligned_forensics.images import encode_jpeg
+
+    @dataclass(frozen=True)
+    class Config:
+        kind: str
+
+    good = encode_jpeg(np.zeros((16, 16, 3), np.uint8), quality=90)
+    items = [{"stem": f"t-{i}", "split": split, "source": "test", "origin": f"test #{i}",
+              "load": (lambda data=data: (data, ".jpg"))}
+             for i, (split, data) in enumerate([("train", good), ("train", b"garbage"), ("val", good)])]
+    monkeypatch.setitem(sources.SOURCE_KINDS, "test", SimpleNamespace(Config=Config, plan=lambda config, seed: items))
+    counts = run_fetch(FetchConfig(seed=0, sources=({"kind": "test"},)), out_dir=tmp_path / "real",
+                       index_path=tmp_path / "index.csv", rejects_path=tmp_path / "rejects.csv")
+    assert counts["images"] == 2 and counts["rejected"] == 1
+    assert sorted(p.name for p in (tmp_path / "real").rglob("*.jpg")) == ["t-0.jpg", "t-2.jpg"]
+    assert read_csv(tmp_path / "rejects.csv")[0]["path"] == "test #1"
