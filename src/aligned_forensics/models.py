@@ -61,7 +61,8 @@ def create_detector(arch: str, *, pretrained: str, seed: int) -> Detector:
         state = _imagenet_state_dict(arch)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
-        assert set(missing) == {"fc.weight", "fc.bias"} and not unexpected, (missing, unexpected)
+        if set(missing) != {"fc.weight", "fc.bias"} or unexpected:
+            raise UserError(f"ImageNet weights for {arch} do not fit: missing {missing}, unexpected {unexpected}")
     return model
 
 

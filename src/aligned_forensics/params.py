@@ -69,12 +69,11 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _convert(value, arg, key)
-            except ParamsError as error:
-                errors.append(str(error))
+            except ParamsError:
+                continue
         raise ParamsError(f"params key '{key}': expected {_describe(hint)}, got {value!r}")
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):

@@ -103,3 +103,25 @@ def test_sampler_and_cap_are_seeded():
     assert subset == seeded_subset(pairs, 5, seed=3, stream=0) and subset == sorted(subset, key=pairs.index)
     assert subset != seeded_subset(pairs, 5, seed=4, stream=0) and subset != seeded_subset(pairs, 5, seed=3, stream=1)
     assert seeded_subset(pairs, 0, seed=3, stream=0) == pairs == seeded_subset(pairs, 99, seed=3, stream=0)
+
+
+def test_imagenet_initialisation_loads_all_but_the_head(monkeypatch):
+    from urllib.error import URLError
+
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    from aligned_forensics.errors import UserError
+
+    reference = resnet18().state_dict()  # stands in for the downloaded file: no network in tests
+    monkeypatch.setattr(ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict",
+                        lambda self, progress=True: reference)
+    model = create_detector("res18nodown", pretrained="imagenet", seed=0)
+    assert torch.equal(model.conv1.weight, reference["conv1.weight"])
+    assert model.fc.weight.shape == (1, 512)
+
+    def offline(self, progress=True):
+        raise URLError("Name or service not known")
+
+    monkeypatch.setattr(ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
+    with pytest.raises(UserError, match=r"resnet18-.*\.pth.*pretrained: none"):
+        create_detector("res18", pretrained="imagenet", seed=0)
