@@ -128,3 +128,29 @@ def test_fetch_dry_run_lists_and_writes_nothing(tmp_path, monkeypatch, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 44 and all(line.split("\t")[0] in ("train", "val", "test") for line in lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_folder_source_with_odd_sizes_pairs_up(tmp_path, monkeypatch):
+    """Your own photos: any size and format; reconstructions come back at exactly the real's size."""
+    import numpy as np
+
+    from aligned_forensics.images import encode_jpeg, encode_png
+    from tests.conftest import TINY_PARAMS
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    for index, (height, width) in enumerate([(21, 30), (33, 17), (40, 40), (27, 35), (19, 44), (32, 24)]):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        (photos / f"p{index}.{'png' if index % 2 else 'jpg'}").write_bytes(
+            encode_png(pixels) if index % 2 else encode_jpeg(pixels, quality=85))
+    params = dict(TINY_PARAMS, fetch={"seed": 0, "sources": [
+        {"kind": "folder", "path": str(photos), "val_fraction": 0.3, "test_fraction": 0.2}]})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    for name in ("fetch", "autoencoder", "reconstruct", "manifest"):
+        assert stage_main(name)([]) == 0, name
+    rows = [row for split in ("train", "val", "test") for row in read_csv(tmp_path / f"data/manifest/{split}.csv")]
+    assert len(rows) == 6
+    assert {(row["width"], row["height"]) for row in rows} >= {("30", "21"), ("17", "33")}
+    assert {row["real_format"] for row in rows} == {"jpeg", "png"} and {row["fake_format"] for row in rows} == {"png"}

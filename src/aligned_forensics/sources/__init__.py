@@ -1,6 +1,6 @@
 """Sources of real images. Each kind is one module with a `Config` dataclass and `plan(config, *, seed)`.
 
-Adding a kind (coco, lsun, folder, ...) means adding a module and one entry in SOURCE_KINDS.
+Adding a kind (coco, lsun, ...) means adding a module and one entry in SOURCE_KINDS.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from aligned_forensics.errors import ParamsError
 from aligned_forensics.params import build_config
-from aligned_forensics.sources import samples
+from aligned_forensics.sources import folder, samples
 from aligned_forensics.splits import Split
 
 
@@ -26,7 +26,7 @@ class PlannedImage:
     load: Callable[[], tuple[bytes, str]]  # -> (encoded bytes, suffix such as ".jpg")
 
 
-SOURCE_KINDS: dict[str, Any] = {"samples": samples}
+SOURCE_KINDS: dict[str, Any] = {"samples": samples, "folder": folder}
 
 
 def plan_source(spec: Mapping[str, Any], *, seed: int, key: str) -> list[PlannedImage]:

@@ -1,0 +1,95 @@
+"""Source kind `folder`: every image under a local directory tree, copied byte for byte (never re-encoded).
+
+Files are found recursively, sorted, by a case-insensitive extension filter. Each file's split is either
+fixed (`split: val`) or drawn from a hash of (seed, relative path), so adding files never moves others.
+Sizes are kept as they are: the reconstruct stage pads odd sizes and crops its output back to the real's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from aligned_forensics.errors import DataError
+from aligned_forensics.params import require
+from aligned_forensics.sampling import seeded_subset
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Config:
+    """`fetch.sources[i]` for kind `folder`."""
+
+    kind: Literal["folder"]
+    path: str  # root of the tree
+    split: Literal["auto", "train", "val", "test"] = "auto"  # auto: by hash, with the fractions below
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS  # compared case-insensitively
+    prefix: str = ""  # stem prefix; default: the folder's name
+    count: int = 0  # a seeded subset of this many files (0 = all)
+
+    def __post_init__(self) -> None:
+        key = "fetch.sources[folder]"
+        require(bool(self.path), f"{key}.path", "a folder", self.path)
+        require(self.val_fraction >= 0 and self.test_fraction >= 0 and self.val_fraction + self.test_fraction < 1,
+                f"{key}.val_fraction + test_fraction", "fractions >= 0 adding up to less than 1",
+                (self.val_fraction, self.test_fraction))
+        require(all(e.startswith(".") for e in self.extensions), f"{key}.extensions", "suffixes like '.jpg'",
+                self.extensions)
+        require(self.count >= 0, f"{key}.count", "an integer >= 0 (0 = all)", self.count)
+
+
+def list_images(root: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """Image files under root (recursive), sorted by relative path; extensions matched case-insensitively."""
+    wanted = {extension.lower() for extension in extensions}
+    return sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in wanted),
+                  key=lambda p: p.relative_to(root).as_posix())
+
+
+def split_for(relative_path: str, *, seed: int, val_fraction: float, test_fraction: float) -> str:
+    """'val', 'test' or 'train' from a hash of (seed, path): stable whatever else is in the folder."""
+    digest = hashlib.sha256(f"{seed}:{relative_path}".encode()).digest()
+    u = int.from_bytes(digest[:8], "little") / 2**64
+    return "val" if u < val_fraction else "test" if u < val_fraction + test_fraction else "train"
+
+
+def stem_for(prefix: str, relative_path: str) -> str:
+    """`prefix-sub__dir__name`: the relative path without its extension, safe as a file name."""
+    without_suffix = relative_path.rsplit(".", 1)[0]
+    return f"{prefix}-" + re.sub(r"[^A-Za-z0-9._-]+", "_", without_suffix.replace("/", "__"))
+
+
+def plan(config: Config, *, seed: int) -> list[dict[str, Any]]:
+    """One planned image per file found."""
+    root = Path(config.path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"fetch source folder {root} does not exist (fetch.sources[…].path)")
+    files = list_images(root, config.extensions)
+    if not files:
+        raise DataError(f"found 0 images under {root}; extensions looked for (any case): "
+                        f"{', '.join(config.extensions)}")
+    if config.count > len(files):
+        raise DataError(f"fetch source {root}: count is {config.count:,} but only {len(files):,} images exist")
+    files = seeded_subset(files, config.count, seed=seed, stream=0xF01)
+    prefix = config.prefix or re.sub(r"[^A-Za-z0-9._-]+", "_", root.resolve().name)
+    items = []
+    for path in files:
+        relative = path.relative_to(root).as_posix()
+        split = config.split if config.split != "auto" else split_for(
+            relative, seed=seed, val_fraction=config.val_fraction, test_fraction=config.test_fraction)
+        items.append({"stem": stem_for(prefix, relative), "split": split, "source": f"folder:{prefix}",
+                      "origin": str(path), "load": _FileLoader(path)})
+    return items
+
+
+@dataclass(frozen=True)
+class _FileLoader:
+    path: Path
+
+    def __call__(self) -> tuple[bytes, str]:
+        return self.path.read_bytes(), self.path.suffix.lower()
