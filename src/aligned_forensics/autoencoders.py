@@ -125,7 +125,7 @@ def _from_hub(config: AutoencoderConfig) -> tuple[torch.nn.Module, str]:
             f"could not load autoencoder '{config.id}' (subfolder '{config.subfolder}', revision "
             f"'{config.revision}'){' with HF_HUB_OFFLINE=1' if offline else ''}: {type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}. On a machine with internet run "
-            f"`huggingface-cli download {config.id}` (and accept its licence if gated), or copy a diffusers "
+            f"`hf download {config.id}` (and accept its licence if gated), or copy a diffusers "
             "folder here and set autoencoder.kind=path and autoencoder.path; the offline demo uses "
             "autoencoder.kind=random"
         ) from None
