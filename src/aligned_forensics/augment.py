@@ -17,6 +17,9 @@ from scipy.ndimage import gaussian_filter
 from aligned_forensics.models import IMAGENET_MEAN, IMAGENET_STD
 from aligned_forensics.params import require
 
+_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)  # constants, built once rather than per image
+_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -105,6 +108,4 @@ def to_normalised_tensor(pixels: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 with ImageNet normalisation."""
     writable = np.require(pixels, dtype=np.uint8, requirements=["C", "W"])  # copies views and read-only decodes
     tensor = torch.from_numpy(writable).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (tensor - mean) / std
+    return (tensor - _MEAN) / _STD

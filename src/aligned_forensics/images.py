@@ -34,6 +34,16 @@ def decode_or_error(path: Path) -> np.ndarray | ImageDecodeError:
         return error
 
 
+def decode_expected(path: Path, *, height: int, width: int) -> tuple[np.ndarray | None, str]:
+    """(pixels, "") when the file decodes to the recorded size, else (None, reason to reject)."""
+    pixels = decode_or_error(path)
+    if isinstance(pixels, ImageDecodeError):
+        return None, str(pixels)
+    if pixels.shape[:2] != (height, width):
+        return None, f"decoded size {pixels.shape[1]}x{pixels.shape[0]} differs from the recorded {width}x{height}"
+    return pixels, ""
+
+
 def image_header(path: Path) -> tuple[int, int, str]:
     """Return (width, height, format) from the file header, without decoding pixels."""
     try:

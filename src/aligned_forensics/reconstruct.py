@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from aligned_forensics.autoencoders import load_autoencoder
 from aligned_forensics.devices import pick_device
 from aligned_forensics.errors import DataError
-from aligned_forensics.images import ImageDecodeError, decode_or_error, encode_png, psnr
+from aligned_forensics.images import decode_expected, encode_png, psnr
 from aligned_forensics.io import atomic_directory, atomic_write_bytes, read_csv, write_csv
 from aligned_forensics.params import require
 from aligned_forensics.prefetch import prefetch_map
@@ -138,18 +138,15 @@ def _prefetch(
     pool: ThreadPoolExecutor, batches: list[list[dict[str, Any]]], rejects: list[dict[str, str]]
 ) -> Iterator[tuple[list[dict[str, Any]], list[np.ndarray], int]]:
     """Yield (rows, decoded pixels, rows attempted) per batch, decoding ahead while the model runs."""
-    def decode(batch: list[dict[str, Any]]) -> list[np.ndarray | ImageDecodeError]:
-        return [decode_or_error(Path(row["path"])) for row in batch]
+    def decode(batch: list[dict[str, Any]]) -> list[tuple[np.ndarray | None, str]]:
+        return [decode_expected(Path(row["path"]), height=int(row["height"]), width=int(row["width"]))
+                for row in batch]
 
     for batch, decoded in zip(batches, prefetch_map(pool, decode, batches), strict=True):
         kept_rows, kept_pixels = [], []
-        for row, pixels in zip(batch, decoded, strict=True):
-            if isinstance(pixels, ImageDecodeError):
-                rejects.append({"path": row["path"], "stage": "reconstruct", "reason": str(pixels)})
-            elif pixels.shape[:2] != (int(row["height"]), int(row["width"])):
-                rejects.append({"path": row["path"], "stage": "reconstruct",
-                                "reason": f"decoded size {pixels.shape[1]}x{pixels.shape[0]} differs from the "
-                                          f"index's {row['width']}x{row['height']}"})
+        for row, (pixels, reason) in zip(batch, decoded, strict=True):
+            if pixels is None:
+                rejects.append({"path": row["path"], "stage": "reconstruct", "reason": reason})
             else:
                 kept_rows.append(row)
                 kept_pixels.append(pixels)

@@ -14,7 +14,7 @@ import torch
 
 from aligned_forensics.augment import center_crop, to_normalised_tensor
 from aligned_forensics.errors import DataError
-from aligned_forensics.images import ImageDecodeError, decode_or_error
+from aligned_forensics.images import decode_expected
 from aligned_forensics.params import require
 from aligned_forensics.prefetch import prefetch_map
 from aligned_forensics.progress import progress_bar
@@ -61,12 +61,14 @@ def score_images(
     def prepare(chunk: list[int]) -> tuple[list[int], list[torch.Tensor]]:
         kept, tensors = [], []
         for index in chunk:
-            image, reason = _load(items[index], protocol=protocol, crop_size=crop_size)
-            if reason:
+            item = items[index]
+            image, reason = decode_expected(Path(item.path), height=item.height, width=item.width)
+            if image is None:
                 rejects.append({"path": items[index].path, "stage": desc, "reason": reason})
             else:
                 kept.append(index)
-                tensors.append(to_normalised_tensor(image))
+                tensors.append(to_normalised_tensor(center_crop(image, crop_size) if protocol == "center_crop"
+                                                    else image))
         return kept, tensors
 
     with ThreadPoolExecutor(2) as pool, progress_bar(total=len(items), desc=desc, unit="img") as progress:
@@ -80,14 +82,3 @@ def score_images(
             progress.update(len(chunk))
     return scores, rejects
 
-
-def _load(item: ScoreItem, *, protocol: Protocol, crop_size: int) -> tuple[np.ndarray, str]:
-    """(pixels, '') or (empty, reason to reject)."""
-    image = decode_or_error(Path(item.path))
-    if isinstance(image, ImageDecodeError):
-        return np.empty(0), str(image)
-    if protocol == "center_crop":
-        return center_crop(image, crop_size), ""
-    if image.shape[:2] != (item.height, item.width):
-        return np.empty(0), f"decoded size {image.shape[1]}x{image.shape[0]} differs from the manifest"
-    return image, ""

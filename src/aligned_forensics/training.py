@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
 from torch.utils.data import DataLoader
 
 from aligned_forensics.augment import AugmentConfig
@@ -29,7 +28,7 @@ from aligned_forensics.models import Architecture, Pretrained, count_parameters,
 from aligned_forensics.params import require
 from aligned_forensics.progress import progress_bar
 from aligned_forensics.sampling import seeded_subset
-from aligned_forensics.threshold import rates_at
+from aligned_forensics.threshold import detection_metrics
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +116,8 @@ def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
     for images, batch_labels in loader:
         scores.append(model(images.to(device)).float().cpu())
         labels.append(batch_labels)
-    score_array, label_array = torch.cat(scores).numpy(), torch.cat(labels).numpy()
-    return {"val_bacc": rates_at(label_array, score_array, 0.0).bacc,
-            "val_auc": float(roc_auc_score(label_array, score_array)),
-            "val_ap": float(average_precision_score(label_array, score_array))}
+    metrics = detection_metrics(torch.cat(labels).numpy(), torch.cat(scores).numpy(), threshold=0.0)
+    return {"val_bacc": metrics["bacc"], "val_auc": metrics["auc"], "val_ap": metrics["ap"]}
 
 
 def train_detector(

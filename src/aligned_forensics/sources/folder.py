@@ -61,7 +61,11 @@ def split_for(relative_path: str, *, seed: int, val_fraction: float, test_fracti
 def stem_for(prefix: str, relative_path: str) -> str:
     """`prefix-sub__dir__name`: the relative path without its extension, safe as a file name."""
     without_suffix = relative_path.rsplit(".", 1)[0]
-    return f"{prefix}-" + re.sub(r"[^A-Za-z0-9._-]+", "_", without_suffix.replace("/", "__"))
+    return f"{prefix}-" + _safe_name(without_suffix.replace("/", "__"))
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
 def plan(config: Config, *, seed: int) -> list[dict[str, Any]]:
@@ -76,7 +80,7 @@ def plan(config: Config, *, seed: int) -> list[dict[str, Any]]:
     if config.count > len(files):
         raise DataError(f"fetch source {root}: count is {config.count:,} but only {len(files):,} images exist")
     files = seeded_subset(files, config.count, seed=seed, stream=0xF01)
-    prefix = config.prefix or re.sub(r"[^A-Za-z0-9._-]+", "_", root.resolve().name)
+    prefix = config.prefix or _safe_name(root.resolve().name)
     items = []
     for path in files:
         relative = path.relative_to(root).as_posix()
