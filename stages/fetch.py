@@ -8,7 +8,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
 from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
-from aligned_forensics.fetch import FetchConfig, plan_fetch, run_fetch  # noqa: E402
+from aligned_forensics.download import DOWNLOADS_ENV, downloads_dir  # noqa: E402
+from aligned_forensics.fetch import FetchConfig, describe_dry_run, run_fetch  # noqa: E402
 from aligned_forensics.io import write_json  # noqa: E402
 
 
@@ -18,18 +19,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=Path, default=Path("data/fetch/index.csv"))
     parser.add_argument("--rejects", type=Path, default=Path("data/fetch/rejects.csv"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/fetch.json"))
-    parser.add_argument("--dry-run", action="store_true", help="list what would be fetched, write nothing")
+    parser.add_argument("--downloads", type=Path, default=None,
+                        help=f"download cache (default: ${DOWNLOADS_ENV}, else data/downloads)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be downloaded and selected; "
+                        "touch nothing")
 
     def body(args) -> str:
         config = load_config(args.params, "fetch", FetchConfig)
         if args.dry_run:
-            planned = plan_fetch(config)
-            for item in planned:
-                print(f"{item.split}\t{item.stem}\t{item.origin}")
-            return f"dry run: {len(planned):,} images would be fetched; nothing written"
-        counts = run_fetch(config, out_dir=args.out, index_path=args.index, rejects_path=args.rejects)
+            lines, summary = describe_dry_run(config, downloads_dir(args.downloads))
+            print("\n".join(lines))
+            return summary
+        counts = run_fetch(config, downloads=downloads_dir(args.downloads), out_dir=args.out,
+                           index_path=args.index, rejects_path=args.rejects)
         write_json(args.metrics, counts)
-        return ", ".join(f"{key}={value:,}" for key, value in counts.items())
+        return ", ".join(f"{key}={value:,}" for key, value in counts.items() if isinstance(value, int))
 
     return run_stage("fetch", parser, body, argv)
 

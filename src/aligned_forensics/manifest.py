@@ -17,7 +17,8 @@ from aligned_forensics.splits import SPLITS
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("stem", "real_path", "fake_path", "width", "height", "real_format", "fake_format", "source")
+MANIFEST_COLUMNS = ("stem", "real_path", "fake_path", "width", "height", "real_format", "fake_format", "source",
+                    "real_source_format")
 REJECT_COLUMNS = ("path", "stage", "reason")
 
 
@@ -81,7 +82,9 @@ def build_manifest(
                 rejects.append({"path": real.as_posix(), "stage": "manifest", "reason": reason})
                 continue
             rows[split].append({"stem": stem, "real_path": real.as_posix(), "fake_path": fake.as_posix(),
-                                "source": entries[stem]["source"], **facts})
+                                "source": entries[stem]["source"], **facts,
+                                # the compression history of the real (LSUN: webp even when cropped to PNG)
+                                "real_source_format": entries[stem].get("source_format") or facts["real_format"]})
     return rows, rejects
 
 
@@ -93,7 +96,7 @@ def write_manifest(
         write_csv(out_dir / f"{split}.csv", split_rows, MANIFEST_COLUMNS)
     write_csv(out_dir / "rejects.csv", rejects, REJECT_COLUMNS)
     all_rows = [row for split_rows in rows.values() for row in split_rows]
-    formats = Counter(f"{row['real_format']}->{row['fake_format']}" for row in all_rows)
+    formats = Counter(f"{row['real_source_format']}->{row['fake_format']}" for row in all_rows)
     if any(real != fake for real, fake in (key.split("->") for key in formats)):
         log.warning("real and fake file formats differ (%s): a format shortcut a detector can learn; "
                     "JPEG augmentation in training only partly hides it", dict(formats))

@@ -125,8 +125,9 @@ def test_fetch_dry_run_lists_and_writes_nothing(tmp_path, monkeypatch, capsys):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
     monkeypatch.chdir(tmp_path)
     assert stage_main("fetch")(["--dry-run"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 44 and all(line.split("\t")[0] in ("train", "val", "test") for line in lines)
+    lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert lines[0][0].startswith("download cache: data/downloads")
+    assert len(lines) == 45 and all(line[0] == "select" and line[1] in ("train", "val", "test") for line in lines[1:])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 

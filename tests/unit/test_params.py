@@ -15,7 +15,8 @@ from aligned_forensics.fetch import FetchConfig
 from aligned_forensics.manifest import ManifestConfig
 from aligned_forensics.params import build_config, load_section
 from aligned_forensics.reconstruct import ReconstructConfig
-from aligned_forensics.sources import plan_source
+from aligned_forensics.sources import plan_source, source_config
+from aligned_forensics.sources.common import SourceContext
 from aligned_forensics.training import TrainConfig
 
 STAGE_CONFIGS = {"fetch": FetchConfig, "autoencoder": AutoencoderConfig, "reconstruct": ReconstructConfig,
@@ -92,8 +93,9 @@ def test_every_section_of_the_demo_and_presets_is_valid(repo_root, params_file):
         config = load_config(path, section, config_class)
         assert config is not None
     fetch = load_config(path, "fetch", FetchConfig)
-    for index, spec in enumerate(fetch.sources):
-        assert plan_source(spec, seed=fetch.seed, key=f"fetch.sources[{index}]")
+    for source in fetch.source_configs():  # every entry valid; local kinds also list their images
+        if source.kind in ("samples", "folder"):
+            assert plan_source(source, SourceContext(seed=fetch.seed, downloads=repo_root / "unused"))
 
 
 @pytest.mark.parametrize("section", sorted(STAGE_CONFIGS))
@@ -123,6 +125,6 @@ def test_impossible_values_fail_at_start_up(repo_root, tmp_path, section, key, v
 
 def test_unknown_source_kind_and_source_key(repo_root):
     with pytest.raises(ParamsError, match=r"fetch.sources\[0\].kind.*'samples'"):
-        plan_source({"kind": "imagenet"}, seed=0, key="fetch.sources[0]")
+        source_config({"kind": "imagenet"}, key="fetch.sources[0]")
     with pytest.raises(ParamsError, match=r"unknown params key 'fetch.sources\[0\].crops'"):
-        plan_source({"kind": "samples", "crops": 3}, seed=0, key="fetch.sources[0]")
+        source_config({"kind": "samples", "crops": 3}, key="fetch.sources[0]")

@@ -9,6 +9,7 @@ from aligned_forensics.errors import ParamsError
 from aligned_forensics.fetch import FetchConfig, plan_fetch, run_fetch
 from aligned_forensics.io import read_csv
 from aligned_forensics.sources import samples
+from aligned_forensics.sources.common import LoadedImage
 
 
 def test_groups_are_split_deterministically_and_exclusively():
@@ -82,9 +83,9 @@ def test_undecodable_source_image_is_rejected_not_written(tmp_path, monkeypatch)
 
     good = encode_jpeg(np.zeros((16, 16, 3), np.uint8), quality=90)
     items = [{"stem": f"t-{i}", "split": split, "source": "test", "origin": f"test #{i}",
-              "load": (lambda data=data: (data, ".jpg"))}
+              "load": (lambda data=data: LoadedImage(data, ".jpg", "jpeg", "verbatim"))}
              for i, (split, data) in enumerate([("train", good), ("train", b"garbage"), ("val", good)])]
-    monkeypatch.setitem(sources.SOURCE_KINDS, "test", SimpleNamespace(Config=Config, plan=lambda config, seed: items))
+    monkeypatch.setitem(sources.SOURCE_KINDS, "test", SimpleNamespace(Config=Config, plan=lambda config, ctx: items))
     counts = run_fetch(FetchConfig(seed=0, sources=({"kind": "test"},)), out_dir=tmp_path / "real",
                        index_path=tmp_path / "index.csv", rejects_path=tmp_path / "rejects.csv")
     assert counts["images"] == 2 and counts["rejected"] == 1

@@ -1,6 +1,7 @@
-"""Sources of real images. Each kind is one module with a `Config` dataclass and `plan(config, *, seed)`.
+"""Sources of real images. Each kind is one module with a `Config` dataclass and `plan(config, context)`;
+kinds that download archives also have `remote_files(config)`.
 
-Adding a kind (coco, lsun, ...) means adding a module and one entry in SOURCE_KINDS.
+Adding a kind means adding a module and one entry in SOURCE_KINDS.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aligned_forensics.download import RemoteFile
 from aligned_forensics.errors import ParamsError
 from aligned_forensics.params import build_config
-from aligned_forensics.sources import folder, samples
+from aligned_forensics.sources import coco, folder, lsun, samples
+from aligned_forensics.sources.common import LoadedImage, SourceContext
 from aligned_forensics.splits import Split
 
 
@@ -21,19 +24,29 @@ class PlannedImage:
 
     stem: str  # unique across all sources; the pairing key for its reconstruction
     split: Split
-    source: str  # e.g. "samples"
-    origin: str  # provenance a human can check, e.g. "skimage/astronaut.png crop x=8 y=40 w=96 h=64"
-    load: Callable[[], tuple[bytes, str]]  # -> (encoded bytes, suffix such as ".jpg")
+    source: str  # e.g. "samples", "coco/train", "lsun/bedroom/train"
+    origin: str  # provenance a human can check, e.g. "train2017.zip:train2017/000000000009.jpg"
+    load: Callable[[], LoadedImage]
+    bytes: int = 0  # size of the original encoded image when known before loading (for dry runs)
 
 
-SOURCE_KINDS: dict[str, Any] = {"samples": samples, "folder": folder}
+SOURCE_KINDS: dict[str, Any] = {"samples": samples, "folder": folder, "coco": coco, "lsun": lsun}
 
 
-def plan_source(spec: Mapping[str, Any], *, seed: int, key: str) -> list[PlannedImage]:
-    """Validate one `fetch.sources` entry and list the images it will produce."""
+def source_config(spec: Mapping[str, Any], *, key: str) -> Any:
+    """Validate one `fetch.sources` entry into its kind's Config."""
     kind = spec.get("kind")
     if kind not in SOURCE_KINDS:
         raise ParamsError(f"params key '{key}.kind': expected one of {sorted(SOURCE_KINDS)}, got {kind!r}")
-    module = SOURCE_KINDS[kind]
-    config = build_config(module.Config, spec, section=key)
-    return [PlannedImage(**item) for item in module.plan(config, seed=seed)]
+    return build_config(SOURCE_KINDS[kind].Config, spec, section=key)
+
+
+def source_remote_files(config: Any) -> list[RemoteFile]:
+    """The archives a source downloads (none for local kinds)."""
+    module = SOURCE_KINDS[config.kind]
+    return module.remote_files(config) if hasattr(module, "remote_files") else []
+
+
+def plan_source(config: Any, context: SourceContext) -> list[PlannedImage]:
+    """List the images one source will produce (downloading its archives first unless a dry run)."""
+    return [PlannedImage(**item) for item in SOURCE_KINDS[config.kind].plan(config, context)]

@@ -2,13 +2,12 @@
 
 Files are found recursively, sorted, by a case-insensitive extension filter. Each file's split is either
 fixed (`split: val`) or drawn from a hash of (seed, relative path), so adding files never moves others.
-Sizes are kept as they are: the reconstruct stage pads odd sizes and crops its output back to the real's.
+Sizes are kept as they are unless `multiple_of` is set: the reconstruct stage pads odd sizes and crops its
+output back to the real's.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from typing import Any, Literal
 from aligned_forensics.errors import DataError
 from aligned_forensics.params import require
 from aligned_forensics.sampling import seeded_subset
+from aligned_forensics.sources.common import LoadedImage, SourceContext, crop_to_multiple, safe_name, split_for
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -32,6 +32,7 @@ class Config:
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS  # compared case-insensitively
     prefix: str = ""  # stem prefix; default: the folder's name
     count: int = 0  # a seeded subset of this many files (0 = all)
+    multiple_of: int = 0  # crop sides down to a multiple of this, losslessly to PNG (0 = bytes verbatim)
 
     def __post_init__(self) -> None:
         key = "fetch.sources[folder]"
@@ -42,6 +43,7 @@ class Config:
         require(all(e.startswith(".") for e in self.extensions), f"{key}.extensions", "suffixes like '.jpg'",
                 self.extensions)
         require(self.count >= 0, f"{key}.count", "an integer >= 0 (0 = all)", self.count)
+        require(self.multiple_of >= 0, f"{key}.multiple_of", "an integer >= 0 (0 = keep sizes)", self.multiple_of)
 
 
 def list_images(root: Path, extensions: tuple[str, ...]) -> list[Path]:
@@ -51,25 +53,15 @@ def list_images(root: Path, extensions: tuple[str, ...]) -> list[Path]:
                   key=lambda p: p.relative_to(root).as_posix())
 
 
-def split_for(relative_path: str, *, seed: int, val_fraction: float, test_fraction: float) -> str:
-    """'val', 'test' or 'train' from a hash of (seed, path): stable whatever else is in the folder."""
-    digest = hashlib.sha256(f"{seed}:{relative_path}".encode()).digest()
-    u = int.from_bytes(digest[:8], "little") / 2**64
-    return "val" if u < val_fraction else "test" if u < val_fraction + test_fraction else "train"
-
-
 def stem_for(prefix: str, relative_path: str) -> str:
     """`prefix-sub__dir__name`: the relative path without its extension, safe as a file name."""
     without_suffix = relative_path.rsplit(".", 1)[0]
-    return f"{prefix}-" + _safe_name(without_suffix.replace("/", "__"))
+    return f"{prefix}-" + safe_name(without_suffix.replace("/", "__"))
 
 
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
-
-
-def plan(config: Config, *, seed: int) -> list[dict[str, Any]]:
+def plan(config: Config, context: SourceContext) -> list[dict[str, Any]]:
     """One planned image per file found."""
+    seed = context.seed
     root = Path(config.path).expanduser()
     if not root.is_dir():
         raise DataError(f"fetch source folder {root} does not exist (fetch.sources[…].path)")
@@ -80,20 +72,22 @@ def plan(config: Config, *, seed: int) -> list[dict[str, Any]]:
     if config.count > len(files):
         raise DataError(f"fetch source {root}: count is {config.count:,} but only {len(files):,} images exist")
     files = seeded_subset(files, config.count, seed=seed, stream=0xF01)
-    prefix = config.prefix or _safe_name(root.resolve().name)
+    prefix = config.prefix or safe_name(root.resolve().name)
     items = []
     for path in files:
         relative = path.relative_to(root).as_posix()
         split = config.split if config.split != "auto" else split_for(
             relative, seed=seed, val_fraction=config.val_fraction, test_fraction=config.test_fraction)
         items.append({"stem": stem_for(prefix, relative), "split": split, "source": f"folder:{prefix}",
-                      "origin": str(path), "load": _FileLoader(path)})
+                      "origin": str(path), "bytes": path.stat().st_size,
+                      "load": _FileLoader(path, config.multiple_of)})
     return items
 
 
 @dataclass(frozen=True)
 class _FileLoader:
     path: Path
+    multiple_of: int
 
-    def __call__(self) -> tuple[bytes, str]:
-        return self.path.read_bytes(), self.path.suffix.lower()
+    def __call__(self) -> LoadedImage:
+        return crop_to_multiple(self.path.read_bytes(), multiple=self.multiple_of, suffix=self.path.suffix.lower())

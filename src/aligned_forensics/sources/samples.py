@@ -17,6 +17,7 @@ import numpy as np
 from aligned_forensics.errors import DataError
 from aligned_forensics.images import decode_rgb, encode_jpeg
 from aligned_forensics.params import require
+from aligned_forensics.sources.common import LoadedImage, SourceContext
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,9 @@ def draw_crops(
     return crops
 
 
-def plan(config: Config, *, seed: int) -> list[dict[str, Any]]:
+def plan(config: Config, context: SourceContext) -> list[dict[str, Any]]:
     """List every crop to produce, with its split; pixels are only cut when `load` is called."""
+    seed = context.seed
     split_of = assign_groups([p.group for p in SAMPLE_PHOTOS], val_groups=config.val_groups,
                              test_groups=config.test_groups, seed=seed)
     items = []
@@ -142,9 +144,10 @@ class _CropLoader:
     crop_width: int
     quality: int
 
-    def __call__(self) -> tuple[bytes, str]:
+    def __call__(self) -> LoadedImage:
         pixels = _decoded(self.path)[self.top:self.top + self.crop_height, self.left:self.left + self.crop_width]
-        return encode_jpeg(np.ascontiguousarray(pixels), quality=self.quality), ".jpg"
+        data = encode_jpeg(np.ascontiguousarray(pixels), quality=self.quality)
+        return LoadedImage(data, ".jpg", "jpeg", f"crop encoded as JPEG q{self.quality}")
 
 
 @cache
