@@ -41,3 +41,15 @@ def tiny_params(tmp_path: Path) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
     return path
+
+
+@pytest.fixture
+def http():
+    """A real HTTP server on 127.0.0.1 (tests/http_server.py): put bytes in `.files`, faults in `.faults`."""
+    from tests.http_server import Served, start_server
+
+    served = Served()
+    server = start_server(served)
+    yield served
+    server.shutdown()
+    server.server_close()

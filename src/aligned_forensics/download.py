@@ -15,8 +15,10 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import requests
+import urllib3
 
 from aligned_forensics.errors import DataError, ParamsError
 from aligned_forensics.progress import progress_bar
@@ -142,7 +144,8 @@ def _stream(url: str, partial: Path, *, timeout_s: float) -> None:
     if have and etag:
         headers["If-Range"] = etag  # the server sends the whole (new) file if it changed since
     try:
-        response = requests.get(url, headers=headers, stream=True, timeout=timeout_s)
+        response = requests.get(url, headers=headers | {"Accept-Encoding": "identity"}, stream=True,
+                                timeout=timeout_s)
     except requests.RequestException as error:
         raise _Retryable(f"{url}: {type(error).__name__}: {error}") from None
     with response:
@@ -166,13 +169,23 @@ def _stream(url: str, partial: Path, *, timeout_s: float) -> None:
         with open(partial, "ab" if resuming else "wb") as handle, progress_bar(
             total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=partial.stem
         ) as bar:
-            try:
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    handle.write(chunk)
-                    bar.update(len(chunk))
-            except requests.RequestException as error:
-                raise _Retryable(f"{url}: connection lost after {handle.tell():,} bytes ({type(error).__name__})"
-                                 ) from None
+            _copy_body(response, handle, bar, url=url)
+            if total is not None and handle.tell() < total:
+                raise _Retryable(f"{url}: connection lost after {handle.tell():,} of {total:,} bytes")
+
+
+def _copy_body(response: requests.Response, handle: BinaryIO, bar: Any, *, url: str) -> None:
+    """Append the body to `handle` as it arrives: read1 returns what came in, so a drop loses no byte."""
+    while True:
+        try:
+            chunk = response.raw.read1(CHUNK_BYTES)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
+            raise _Retryable(f"{url}: connection lost after {handle.tell():,} bytes ({type(error).__name__})"
+                             ) from None
+        if not chunk:
+            return
+        handle.write(chunk)
+        bar.update(len(chunk))
 
 
 def _verify_or_move_aside(partial: Path, remote: RemoteFile) -> None:
