@@ -170,7 +170,9 @@ def describe_dry_run(config: FetchConfig, downloads: Path) -> tuple[list[str], s
               for item in planned]
     lines += [f"not listed yet\t{reason}" for reason in not_ready]
     to_download = sum(length or 0 for _, length in pending)
-    summary = (f"dry run: {len(pending)} archive(s) to download ({_human(to_download)}), {len(planned):,} images "
+    unknown = sum(length is None for _, length in pending)
+    summary = (f"dry run: {len(pending)} archive(s) to download ({_human(to_download)}"
+               + (f" + {unknown} of unknown size" if unknown else "") + f"), {len(planned):,} images "
                f"selected" + (f", {len(not_ready)} source(s) listed once downloaded" if not_ready else "")
                + "; nothing written")
     return lines, summary

@@ -74,3 +74,32 @@ def test_experiment_changes_metrics(project):
     assert "metrics/train/metrics.json" in diff, diff
     params = json.loads(run(["dvc", "params", "diff", "--json"], project).stdout)
     assert params["params.yaml"]["train.seed"]["old"] == 17 and params["params.yaml"]["train.seed"]["new"] == 1
+
+
+def test_exp_run_fetches_exactly_the_selected_coco_images_from_a_mirror(project, http):
+    """`dvc exp run -S` on the coco source's url, count and seed; the archive comes from a local server."""
+    from aligned_forensics.sources.common import select_names
+    from tests.dataset_archives import coco_images, coco_zip
+
+    images = coco_images(20)
+    http.files["/mirror/val2017.zip"] = coco_zip("val2017", images)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["fetch"]["sources"] = [{"kind": "coco", "split": "val", "count": 5, "url": "http://127.0.0.1:1/",
+                                   "checksum": "", "seed": 0, "val_fraction": 0.3, "test_fraction": 0.3}]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "coco source"], project)
+    run(["dvc", "exp", "run", "fetch", "-S", f"fetch.sources.0.url={http.url('/mirror/')}",
+         "-S", "fetch.sources.0.count=7", "-S", "fetch.sources.0.seed=3"], project)
+    expected = select_names([f"val2017/{name}" for name in images], count=7, list_file="", seed=3, stream=0xC0C0,
+                            what="coco")
+    index = [row["origin"].split(":", 1)[1] for row in csv_rows(project / "data/fetch/index.csv")]
+    assert sorted(index) == expected
+    written = sorted(path.name for path in (project / "data/real").rglob("*.jpg"))
+    assert written == sorted(name.split("/")[1].replace("0000", "coco-0000", 1) for name in expected)
+    assert (project / "data/downloads/val2017.zip").is_file()  # the cache is not a stage output
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    from aligned_forensics.io import read_csv
+
+    return read_csv(path)
