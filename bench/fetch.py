@@ -11,7 +11,6 @@ import http.server
 import io
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -33,8 +32,8 @@ from aligned_forensics.sampling import seeded_subset
 
 ROOT = Path(tempfile.gettempdir()) / "aligned-forensics-bench-fetch"
 ARCHIVE = ROOT / "serve" / "zips" / "train2017.zip"
-MEMBERS, DISTINCT, COUNT, REPEATS = 100_000, 300, 1000, 3
-WIDTH, HEIGHT = 96, 72
+SETTLE_S = 15
+MEMBERS, DISTINCT, COUNT, REPEATS, WIDTH, HEIGHT = 100_000, 300, 1000, 3, 96, 72  # JPEG sides: multiples of 8
 
 
 def build_archive() -> None:
@@ -45,10 +44,8 @@ def build_archive() -> None:
     jpegs = []
     for _ in range(DISTINCT):  # smooth random colour field + sensor-like noise, JPEG quality 75
         low = Image.fromarray(rng.integers(0, 256, (HEIGHT // 8, WIDTH // 8, 3), dtype=np.uint8))
-        pixels = np.asarray(low.resize((WIDTH, HEIGHT), Image.BICUBIC), dtype=np.float32)
-        pixels += rng.normal(0, 20, pixels.shape)
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=75)
+        pixels = np.asarray(low.resize((WIDTH, HEIGHT), Image.BICUBIC)) + rng.normal(0, 20, (HEIGHT, WIDTH, 3))
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer := io.BytesIO(), "JPEG", quality=75)
         jpegs.append(buffer.getvalue())
     ARCHIVE.parent.mkdir(parents=True, exist_ok=True)
     partial_path = ARCHIVE.with_suffix(".partial")
@@ -59,7 +56,8 @@ def build_archive() -> None:
 
 
 def peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """This process's own peak RSS (VmHWM): ru_maxrss would inherit the parent's peak across fork+exec."""
+    return int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024  # Linux only
 
 
 def ours(port: int, downloads: Path, work: Path) -> dict[str, float]:
@@ -78,11 +76,10 @@ def extract_first(port: int, downloads: Path, work: Path) -> dict[str, float]:
     """Baseline: stream the zip to disk, extractall, copy the same seeded 1,000 files."""
     before, started = peak_mib(), time.perf_counter()
     downloads.mkdir(parents=True, exist_ok=True)
-    with requests.get(f"http://127.0.0.1:{port}/zips/train2017.zip", stream=True, timeout=60) as response:
+    with (requests.get(f"http://127.0.0.1:{port}/zips/train2017.zip", stream=True, timeout=60) as response,
+          open(downloads / "train2017.zip", "wb") as handle):
         response.raise_for_status()
-        with open(downloads / "train2017.zip", "wb") as handle:
-            for chunk in response.iter_content(chunk_size=1 << 20):
-                handle.write(chunk)
+        shutil.copyfileobj(response.raw, handle, 1 << 20)  # no Content-Encoding from http.server: raw is the file
     downloaded = time.perf_counter()
     with zipfile.ZipFile(downloads / "train2017.zip") as archive:
         archive.extractall(work / "extracted")
@@ -93,13 +90,15 @@ def extract_first(port: int, downloads: Path, work: Path) -> dict[str, float]:
         shutil.copyfile(work / "extracted" / member, work / f"real/train/coco-{Path(member).stem}.jpg")
     done = time.perf_counter()
     return {"download": downloaded - started, "extract": extracted - downloaded, "copy": done - extracted,
-            "rss_before": before, "rss_peak": peak_mib()}
+            "total": done - started, "rss_before": before, "rss_peak": peak_mib()}
 
 
 def child(method: str, port: int, downloads: Path, work: Path) -> dict[str, float]:
-    """Run one measurement in a fresh interpreter, so its peak RSS is its own."""
-    env = os.environ | {"TQDM_DISABLE": "1", "DVC_NO_ANALYTICS": "1"}
+    """Run one measurement in a fresh interpreter (own peak RSS), after the disk has settled."""
+    os.sync()  # writeback of the last run's 100,000 files otherwise slows the next extraction up to 4x
+    time.sleep(SETTLE_S)
     args = [sys.executable, __file__, method, str(port), str(downloads), str(work)]
+    env = os.environ | {"TQDM_DISABLE": "1", "DVC_NO_ANALYTICS": "1"}  # run_fetch's warnings go to stderr
     return json.loads(subprocess.run(args, env=env, check=True, capture_output=True, text=True).stdout)
 
 
@@ -118,10 +117,8 @@ def main() -> int:
         method, port, downloads, work = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
         print(json.dumps({"ours": ours, "extract": extract_first}[method](port, downloads, work)))
         return 0
-    started = time.perf_counter()
     build_archive()
-    print(f"archive: {MEMBERS:,} members, {ARCHIVE.stat().st_size / 2**20:,.1f} MiB "
-          f"(ready in {time.perf_counter() - started:.1f} s)", flush=True)
+    print(f"archive: {MEMBERS:,} members, {ARCHIVE.stat().st_size / 2**20:,.1f} MiB, ZIP_STORED", flush=True)
     server = serve(ARCHIVE.parent.parent)
     port = server.server_address[1]
     runs: dict[str, list[dict[str, float]]] = {"ours": [], "ours_cached": [], "extract": []}
@@ -131,34 +128,35 @@ def main() -> int:
             runs["ours"].append(child("ours", port, tmp / "dl-ours", tmp / "ours"))
             runs["ours_cached"].append(child("ours", port, tmp / "dl-ours", tmp / "ours-cached"))
             runs["extract"].append(child("extract", port, tmp / "dl-extract", tmp / "extract"))
-            names = sorted(p.name for p in (tmp / "ours/real/train").iterdir())
-            assert len(names) == COUNT and names == sorted(p.name for p in (tmp / "extract/real/train").iterdir())
-            _, mismatch, errors = filecmp.cmpfiles(tmp / "ours/real/train", tmp / "extract/real/train", names,
-                                                   shallow=False)
-            assert not mismatch and not errors, (mismatch, errors)
-            assert filecmp.cmpfiles(tmp / "ours/real/train", tmp / "ours-cached/real/train", names,
-                                    shallow=False)[0] == names
-        print(f"repeat {repeat + 1}/{REPEATS}: {json.dumps(runs['extract'][-1])}", flush=True)
+            for other in ("extract", "ours-cached"):  # same 1,000 names, byte for byte
+                names = sorted(path.name for path in (tmp / other / "real/train").iterdir())
+                matched = filecmp.cmpfiles(tmp / "ours/real/train", tmp / other / "real/train", names, shallow=False)
+                assert len(names) == COUNT and matched[0] == names, (other, matched[1:])
+        print(f"repeat {repeat + 1}: " + json.dumps({k: round(v[-1]["total"], 2) for k, v in runs.items()}), flush=True)
     server.shutdown()
+    for run in runs["extract"]:
+        run["extract_copy"] = run["extract"] + run["copy"]
 
-    def median(method: str, key: str) -> float:
+    def median(method: str, key: str = "total") -> float:
         return statistics.median(run[key] for run in runs[method])
+
+    def cell(method: str, key: str = "total") -> str:
+        values = [run[key] for run in runs[method]]
+        return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
 
     def rss(method: str) -> str:
         return f"{max(r['rss_peak'] for r in runs[method]):.0f} ({max(r['rss_before'] for r in runs[method]):.0f})"
 
-    extract_copy = statistics.median(run["extract"] + run["copy"] for run in runs["extract"])
-    extract_all = statistics.median(run["download"] + run["extract"] + run["copy"] for run in runs["extract"])
-    print(f"\nmedian of {REPEATS}; 1,000 files byte-identical between methods\n")
-    print("| method | download s | select/extract + write s | total s | peak RSS MiB (at start) |")
-    print("| --- | --- | --- | --- | --- |")
-    print(f"| ours, empty cache | (incl.) | (incl.) | {median('ours', 'total'):.2f} | {rss('ours')} |")
-    print(f"| ours, archive cached | – | {median('ours_cached', 'total'):.2f} | {median('ours_cached', 'total'):.2f} "
-          f"| {rss('ours_cached')} |")
-    print(f"| extract first | {median('extract', 'download'):.2f} | {median('extract', 'extract'):.2f} + "
-          f"{median('extract', 'copy'):.2f} | {extract_all:.2f} | {rss('extract')} |")
-    print(f"\nratio incl. download: {extract_all / median('ours', 'total'):.1f}x; "
-          f"archive cached (extract+copy vs ours): {extract_copy / median('ours_cached', 'total'):.1f}x")
+    print(f"\nmedian (min–max) of {REPEATS}; the 1,000 written files are byte-identical between methods\n")
+    print("| method | download s | select or extract s | write s | total s | peak RSS MiB (after imports) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for method, label, download in (("ours", "ours, empty cache", "incl."), ("ours_cached", "ours, cached", "–")):
+        print(f"| {label} | {download} | incl. | incl. | {cell(method)} | {rss(method)} |")
+    print(f"| extract first | {cell('extract', 'download')} | {cell('extract', 'extract')} | "
+          f"{cell('extract', 'copy')} | {cell('extract')} | {rss('extract')} |")
+    print(f"\nextract first / ours: {median('extract') / median('ours'):.1f}x incl. download, "
+          f"{median('extract', 'extract_copy') / median('ours_cached'):.1f}x with the archive cached "
+          "(extract+copy vs select+write)")
     return 0
 
 

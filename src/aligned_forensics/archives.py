@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from aligned_forensics.download import check_free_space
 from aligned_forensics.errors import DataError
@@ -28,11 +28,11 @@ def open_zip(path: Path) -> zipfile.ZipFile:
 
 
 def unsafe_member(member: zipfile.ZipInfo) -> str:
-    """Why a member must not be read ('' when it is fine)."""
+    """Why a member must not be read ('' when it is fine). Plain string tests: COCO has 118k members."""
     name = member.filename
-    if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute() or (len(name) > 1 and name[1] == ":"):
+    if name.startswith(("/", "\\")) or name[1:2] == ":":
         return "absolute path"
-    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+    if ".." in name and ".." in name.replace("\\", "/").split("/"):
         return "'..' escapes the destination"
     if stat.S_ISLNK(member.external_attr >> 16):
         return "symbolic link"

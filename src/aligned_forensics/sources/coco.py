@@ -72,8 +72,7 @@ def plan(config: Config, context: SourceContext) -> list[dict[str, Any]]:
     seed = context.seed if config.seed is None else config.seed
     remote = remote_files(config)[0]
     archive = open_zip(local_archive(remote, context))
-    members = [info.filename for info in archive.infolist()
-               if not info.is_dir() and PurePosixPath(info.filename).suffix.lower() in IMAGE_SUFFIXES]
+    members = [name for name in archive.namelist() if name.lower().endswith(IMAGE_SUFFIXES)]
     chosen = select_names(members, count=config.count, list_file=config.list_file, seed=seed, stream=0xC0C0,
                           what=f"coco {remote.name}")
     items = []
