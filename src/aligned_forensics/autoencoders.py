@@ -12,27 +12,30 @@ from typing import Any, Literal
 
 import diffusers
 import torch
+from safetensors.torch import load_file, save_file
 
 from aligned_forensics.errors import UserError
 from aligned_forensics.io import atomic_directory
 from aligned_forensics.params import require
+from aligned_forensics.taesd import TinyAutoencoder, load_weight_pair
 
 log = logging.getLogger(__name__)
 
 INFO_FILE = "autoencoder.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 UNTRAINED_LABEL = "random-untrained (demo only)"
+TINY_WEIGHTS = "taesd.safetensors"
 
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
     """params.yaml `autoencoder`."""
 
-    kind: Literal["random", "hub", "path"]
+    kind: Literal["random", "hub", "path", "taesd"]
     id: str = ""  # hub: e.g. CompVis/ldm-text2im-large-256
     subfolder: str = ""  # hub/path: e.g. vqvae or vae
     revision: str = "main"  # hub: a branch, tag or commit (pin a commit for exact reproducibility)
-    path: str = ""  # path: a local diffusers folder (with config.json)
+    path: str = ""  # path: a local diffusers folder (with config.json); taesd: folder or prefix of a weight pair
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     seed: int = 0  # random: weight initialisation
     channels: tuple[int, ...] = (32, 32, 64, 64)  # random: block widths; 4 blocks = downsampling factor 8
@@ -40,7 +43,8 @@ class AutoencoderConfig:
 
     def __post_init__(self) -> None:
         require(self.kind != "hub" or bool(self.id), "autoencoder.id", "a Hugging Face id when kind is hub", self.id)
-        require(self.kind != "path" or bool(self.path), "autoencoder.path", "a folder when kind is path", self.path)
+        require(self.kind not in ("path", "taesd") or bool(self.path), "autoencoder.path",
+                f"a folder when kind is {self.kind}", self.path)
         require(len(self.channels) >= 1 and all(c > 0 and c % 8 == 0 for c in self.channels),
                 "autoencoder.channels", "a non-empty list of multiples of 8", self.channels)
         require(self.latent_channels >= 1, "autoencoder.latent_channels", "an integer >= 1", self.latent_channels)
@@ -71,13 +75,20 @@ def materialise_autoencoder(config: AutoencoderConfig, out_dir: Path) -> dict[st
     elif config.kind == "hub":
         model, revision = _from_hub(config)
         info = {"label": f"{config.id}/{config.subfolder}".rstrip("/"), "trained": True, "revision": revision}
+    elif config.kind == "taesd":
+        model = load_weight_pair(Path(config.path)).to(DTYPES[config.dtype])
+        info = {"label": str(config.path), "trained": True, "revision": None,
+                "latent_channels": model.latent_channels, "branch": model.branch}
     else:
         model = _from_folder(Path(config.path) / config.subfolder, dtype=DTYPES[config.dtype])
         info = {"label": str(Path(config.path) / config.subfolder), "trained": True, "revision": None}
     info |= {"class": type(model).__name__, "config": asdict(config),
              "parameters": sum(p.numel() for p in model.parameters())}
     with atomic_directory(out_dir) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
+        if isinstance(model, TinyAutoencoder):
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, staging / TINY_WEIGHTS)
+        else:
+            model.save_pretrained(staging, safe_serialization=True)
         (staging / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return info
 
@@ -88,7 +99,13 @@ def load_autoencoder(folder: Path, *, device: torch.device) -> tuple[torch.nn.Mo
     if not info_path.is_file():
         raise UserError(f"{info_path} not found: run `dvc repro autoencoder` first")
     info = json.loads(info_path.read_text())
-    model = _from_folder(Path(folder), dtype=DTYPES[info["config"]["dtype"]])
+    dtype = DTYPES[info["config"]["dtype"]]
+    if info["class"] == TinyAutoencoder.__name__:
+        model = TinyAutoencoder(info["latent_channels"], branch=info["branch"])
+        model.load_state_dict(load_file(Path(folder) / TINY_WEIGHTS), strict=True)
+        model = model.to(dtype)
+    else:
+        model = _from_folder(Path(folder), dtype=dtype)
     return model.to(device).eval(), info
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from aligned_forensics.io import atomic_write_bytes, atomic_write_text
+from aligned_forensics.io import atomic_write_text
+from aligned_forensics.pictures import pyplot, save_figure
 
 MAX_POINTS = 200  # keeps the JSON (tracked in git) small; curves stay visually exact at plot resolution
 
@@ -36,7 +36,7 @@ def write_points(path: Path, points: list[dict[str, float]]) -> None:
 
 def write_curves_png(path: Path, labels: np.ndarray, scores: np.ndarray, *, threshold: float, title: str) -> None:
     """ROC, precision-recall and score histograms side by side, threshold marked."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, (roc_axis, pr_axis, hist_axis) = plt.subplots(1, 3, figsize=(13, 4), dpi=80)
     fpr, tpr, _ = roc_curve(labels, scores)
     roc_axis.plot(fpr, tpr)
@@ -51,12 +51,12 @@ def write_curves_png(path: Path, labels: np.ndarray, scores: np.ndarray, *, thre
     hist_axis.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
     hist_axis.set(xlabel="logit (positive = fake)", ylabel="images", title="scores")
     hist_axis.legend()
-    _save(figure, path, title)
+    save_figure(figure, path, title)
 
 
 def write_training_png(path: Path, history: list[dict[str, float]], *, best_epoch: int, title: str) -> None:
     """Training loss and learning rate, validation balanced accuracy / AUC / AP, per epoch."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, (loss_axis, val_axis) = plt.subplots(1, 2, figsize=(11, 4), dpi=80)
     epochs = [row["epoch"] for row in history]
     loss_axis.plot(epochs[1:], [row["train_loss"] for row in history[1:]], marker="o", label="train loss")
@@ -69,25 +69,7 @@ def write_training_png(path: Path, history: list[dict[str, float]], *, best_epoc
     val_axis.axvline(best_epoch, color="black", linestyle="--", label=f"best epoch {best_epoch}")
     val_axis.set(xlabel="epoch (0 = before training)", ylabel="validation", title="validation", ylim=(0, 1.02))
     val_axis.legend(loc="lower right")
-    _save(figure, path, title)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(figure, path: Path, title: str) -> None:
-    figure.suptitle(title)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": None})  # no version string: stable bytes
-    _pyplot().close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(figure, path, title)
 
 
 def _thin(count: int) -> list[int]:

@@ -1,12 +1,18 @@
-"""The reconstruct stage: every real image through the autoencoder, saved as a lossless PNG twin."""
+"""The reconstruct stage: every real image through the autoencoder, saved as a lossless PNG twin.
+
+Resumable: each fake PNG carries the sha256 of its real and a digest of the recipe (autoencoder weights and
+the params that change pixels) in text chunks. A rerun keeps every fake whose real and recipe still match,
+redoes the rest and deletes fakes that are no longer wanted. Files are written to a temp name and renamed.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
-from collections import defaultdict, deque
-from collections.abc import Iterator, Sequence
+from collections import Counter, defaultdict, deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,20 +20,22 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from aligned_forensics.autoencoders import load_autoencoder
 from aligned_forensics.devices import pick_device
 from aligned_forensics.errors import DataError
-from aligned_forensics.images import decode_expected, encode_png, psnr
-from aligned_forensics.io import atomic_directory, atomic_write_bytes, read_csv, write_csv
+from aligned_forensics.images import ImageDecodeError, decode_rgb, encode_png, png_text, psnr
+from aligned_forensics.io import atomic_write_bytes, read_csv, write_csv
 from aligned_forensics.params import require
+from aligned_forensics.pictures import pick_pairs
 from aligned_forensics.prefetch import prefetch_map
 from aligned_forensics.progress import progress_bar
+from aligned_forensics.roundtrip import roundtrip
 
 log = logging.getLogger(__name__)
 
 REJECT_COLUMNS = ("path", "stage", "reason")
+SOURCE_KEY, RECIPE_KEY = "aligned-forensics:real-sha256", "aligned-forensics:recipe"
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,8 @@ class ReconstructConfig:
 
     seed: int = 42  # posterior noise: image i gets a generator seeded from (seed, stem) alone
     sample: Literal["sample", "mode"] = "sample"  # posterior sample (the paper) or its mode
-    batch_size: int = 16  # images per forward pass; batches only hold images of one size
+    batch_size: int = 16  # images per batch; batches only hold images of one size
+    forward: Literal["auto", "per_image", "batched"] = "auto"  # auto: per_image on CPU, batched on GPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
     io_threads: int = 2  # decoding and PNG encoding run beside the model
 
@@ -45,8 +54,16 @@ class ReconstructConfig:
         require(self.io_threads >= 1, "reconstruct.io_threads", "an integer >= 1", self.io_threads)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of the batches: batch i belongs to rank i % world (torchrun sets both)."""
+
+    rank: int = 0
+    world: int = 1
+
+
 def image_seed(seed: int, stem: str) -> int:
-    """A 63-bit seed that depends only on (seed, stem): never on batch, order or device."""
+    """A 63-bit seed that depends only on (seed, stem): never on batch, order, shard or device."""
     digest = hashlib.sha256(f"{seed}:{stem}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
@@ -60,94 +77,150 @@ def bucket_by_shape(rows: Sequence[dict[str, Any]], batch_size: int) -> list[lis
             for i in range(0, len(bucket), batch_size)]
 
 
-@torch.inference_mode()
-def reconstruct_batch(
-    autoencoder: torch.nn.Module, pixels: torch.Tensor, *, seeds: Sequence[int], sample: str
-) -> torch.Tensor:
-    """(N, 3, H, W) uint8 -> (N, 3, H, W) uint8 through encode, posterior sample or mode, decode."""
-    height, width = pixels.shape[-2:]
-    dtype = next(autoencoder.parameters()).dtype
-    x = pixels.to(dtype=dtype).div(127.5).sub(1.0)  # [0, 255] -> [-1, 1], the diffusers convention
-    pad_bottom, pad_right = -height % 8, -width % 8  # the encoder floors odd sizes; reflect-pad, crop back
-    if pad_bottom or pad_right:
-        x = F.pad(x, (0, pad_right, 0, pad_bottom), mode="reflect")
-    encoded = autoencoder.encode(x)
-    if hasattr(encoded, "latent_dist"):
-        posterior = encoded.latent_dist
-        latents = posterior.mean
-        if sample == "sample":
-            noise = torch.stack([torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(s))
-                                 for s in seeds]).to(latents.device, latents.dtype)
-            latents = posterior.mean + posterior.std * noise
-    else:  # AutoencoderTiny, VQModel: deterministic latents
-        latents = encoded.latents
-    decoded = autoencoder.decode(latents).sample[..., :height, :width]
-    # [-1, 1] -> uint8 with rounding (the original truncated, biasing every pixel down by half a level)
-    return decoded.float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+def reconstruct_batch(autoencoder: torch.nn.Module, pixels: torch.Tensor, *, seeds: Sequence[int], sample: str,
+                      per_image: bool = False) -> torch.Tensor:
+    """(N, 3, H, W) uint8 -> (N, 3, H, W) uint8. per_image runs the model on one image at a time, which
+    makes every output independent of the batch size (batched kernels may round differently)."""
+    if per_image:
+        return torch.cat([roundtrip(autoencoder, pixels[i:i + 1], seeds=seeds[i:i + 1], sample=sample)
+                          for i in range(len(seeds))])
+    try:
+        return roundtrip(autoencoder, pixels, seeds=seeds, sample=sample)
+    except torch.OutOfMemoryError:
+        if len(seeds) == 1:
+            raise
+        half = len(seeds) // 2  # memory-aware: split the batch rather than fail a long run
+        log.warning("out of memory on a batch of %d: splitting it (lower reconstruct.batch_size)", len(seeds))
+        torch.cuda.empty_cache()
+        return torch.cat([reconstruct_batch(autoencoder, pixels[:half], seeds=seeds[:half], sample=sample),
+                          reconstruct_batch(autoencoder, pixels[half:], seeds=seeds[half:], sample=sample)])
 
 
-def run_reconstruct(
-    config: ReconstructConfig, *, index_path: Path, autoencoder_dir: Path, out_dir: Path, rejects_path: Path
-) -> dict[str, Any]:
-    """Reconstruct every real listed in the fetch index into out_dir/<split>/<stem>.png."""
+def recipe_digest(config: ReconstructConfig, autoencoder_dir: Path, *, per_image: bool, device: torch.device) -> str:
+    """Digest of everything that changes a fake's pixels besides its real (not batch size when per_image)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(autoencoder_dir).rglob("*") if p.is_file()):
+        name = path.relative_to(autoencoder_dir).as_posix().encode()
+        digest.update(name + hashlib.sha256(path.read_bytes()).digest())
+    grouping = "per_image" if per_image else f"batched:{config.batch_size}"
+    digest.update(json.dumps({"seed": config.seed, "sample": config.sample, "grouping": grouping,
+                              "device": device.type}, sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+def run_reconstruct(config: ReconstructConfig, *, index_path: Path, autoencoder_dir: Path, out_dir: Path,
+                    rejects_path: Path | None, shard: Shard = Shard(), device: torch.device | None = None
+                    ) -> dict[str, Any]:
+    """Reconstruct this shard's reals into out_dir/<split>/<stem>.png, keeping fakes that are already done.
+
+    With rejects_path (the single or final pass) also list rejects and delete fakes no longer wanted."""
     rows = read_csv(index_path)
     if not rows:
         raise DataError(f"{index_path} lists no real images; run `dvc repro fetch`")
-    device = pick_device(config.device)
+    _check_unique_stems(rows)
+    device = device or pick_device(config.device)
     autoencoder, info = load_autoencoder(autoencoder_dir, device=device)
+    autoencoder = autoencoder.to(memory_format=torch.channels_last)
     if not info["trained"]:
         log.warning("the autoencoder is UNTRAINED (autoencoder.kind=random): its reconstructions are not "
                     "meaningful fakes; this is the offline demo. Set autoencoder.kind=hub for a real run")
-    batches = bucket_by_shape(rows, config.batch_size)
+    per_image = config.forward == "per_image" or (config.forward == "auto" and device.type == "cpu")
+    recipe = recipe_digest(config, autoencoder_dir, per_image=per_image, device=device)
+    batches = bucket_by_shape(rows, config.batch_size)[shard.rank::shard.world]
     rejects: list[dict[str, str]] = []
-    scores: list[float] = []
+    scores: dict[str, float] = {}
+    counts: Counter[str] = Counter()
     started = time.perf_counter()
-    with atomic_directory(out_dir) as staging, ThreadPoolExecutor(config.io_threads) as pool, \
-            progress_bar(total=len(rows), desc="reconstruct", unit="img") as progress:
+    with ThreadPoolExecutor(config.io_threads) as pool, progress_bar(
+            total=sum(map(len, batches)), desc=f"reconstruct {shard.rank + 1}/{shard.world}", unit="img") as bar:
         writes: deque[Future[None]] = deque()
-        for batch, reals, attempted in _prefetch(pool, batches, rejects):
-            if not batch:
-                progress.update(attempted)
-                continue
-            seeds = [image_seed(config.seed, row["stem"]) for row in batch]
-            fakes = reconstruct_batch(autoencoder, torch.from_numpy(np.stack(reals)).permute(0, 3, 1, 2).to(device),
-                                      seeds=seeds, sample=config.sample).permute(0, 2, 3, 1).numpy()
-            for row, real, fake in zip(batch, reals, fakes, strict=True):
-                scores.append(psnr(real, fake))
-                writes.append(pool.submit(_write_png, staging / row["split"] / f"{row['stem']}.png", fake))
+        for batch, loaded in zip(batches, prefetch_map(pool, lambda b: [_load(r, out_dir, recipe) for r in b],
+                                                       batches), strict=True):
+            todo = []
+            for row, (pixels, source, reason, done_score) in zip(batch, loaded, strict=True):
+                if pixels is None:
+                    rejects.append({"path": row["path"], "stage": "reconstruct", "reason": reason})
+                elif done_score is not None:
+                    scores[row["stem"]] = done_score
+                    counts["resumed"] += 1
+                else:
+                    todo.append((row, pixels, source))
+            if todo:
+                reals = torch.from_numpy(np.stack([pixels for _, pixels, _ in todo])).permute(0, 3, 1, 2)  # (N,3,H,W)
+                fakes = reconstruct_batch(autoencoder, reals.to(device), per_image=per_image, sample=config.sample,
+                                          seeds=[image_seed(config.seed, row["stem"]) for row, _, _ in todo])
+                for (row, real, source), fake in zip(todo, fakes.permute(0, 2, 3, 1).numpy(), strict=True):
+                    scores[row["stem"]] = psnr(real, fake)
+                    text = {SOURCE_KEY: source, RECIPE_KEY: recipe}
+                    writes.append(pool.submit(_write_png, _fake_path(out_dir, row), fake, text))
+                counts["reconstructed"] += len(todo)
             while len(writes) > 4 * config.batch_size:  # bound the images waiting for PNG encoding
                 writes.popleft().result()
-            progress.update(attempted)
+            bar.update(len(batch))
         for write in writes:
             write.result()
     seconds = time.perf_counter() - started
-    write_csv(rejects_path, rejects, REJECT_COLUMNS)
+    if rejects_path is not None:
+        write_csv(rejects_path, sorted(rejects, key=lambda r: r["path"]), REJECT_COLUMNS)
+        _remove_stale(out_dir, {_fake_path(out_dir, row) for row in rows if row["stem"] in scores})
     if not scores:
         raise DataError(f"no image could be reconstructed; see {rejects_path}")
-    return {"images": len(scores), "rejected": len(rejects), "psnr_mean": float(np.mean(scores)),
-            "psnr_min": float(np.min(scores)), "seconds": seconds, "images_per_second": len(scores) / seconds,
+    values = [scores[stem] for stem in sorted(scores)]
+    return {"images": len(values), "rejected": len(rejects), "reconstructed_now": counts["reconstructed"],
+            "resumed": counts["resumed"], "psnr_mean": float(np.mean(values)), "psnr_min": float(np.min(values)),
+            "seconds": seconds, "images_per_second": counts["reconstructed"] / seconds if seconds else 0.0,
             "autoencoder": info["label"], "autoencoder_class": info["class"],
-            "autoencoder_revision": info["revision"], "dtype": info["config"]["dtype"], "device": str(device)}
+            "autoencoder_revision": info["revision"], "dtype": info["config"]["dtype"], "device": str(device),
+            "forward": "per_image" if per_image else "batched", "recipe": recipe}
 
 
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    atomic_write_bytes(path, encode_png(pixels))
+def reconstructed_pairs(index_path: Path, out_dir: Path, *, count: int) -> list[tuple[str, Path, Path]]:
+    """(stem, real, fake) for `count` reconstructed images spread over the sorted stems (for pictures)."""
+    rows = {row["stem"]: row for row in read_csv(index_path) if _fake_path(out_dir, row).is_file()}
+    return [(stem, Path(rows[stem]["path"]), _fake_path(out_dir, rows[stem])) for stem in pick_pairs(rows, count)]
 
 
-def _prefetch(
-    pool: ThreadPoolExecutor, batches: list[list[dict[str, Any]]], rejects: list[dict[str, str]]
-) -> Iterator[tuple[list[dict[str, Any]], list[np.ndarray], int]]:
-    """Yield (rows, decoded pixels, rows attempted) per batch, decoding ahead while the model runs."""
-    def decode(batch: list[dict[str, Any]]) -> list[tuple[np.ndarray | None, str]]:
-        return [decode_expected(Path(row["path"]), height=int(row["height"]), width=int(row["width"]))
-                for row in batch]
+def _fake_path(out_dir: Path, row: dict[str, Any]) -> Path:
+    return out_dir / row["split"] / f"{row['stem']}.png"
 
-    for batch, decoded in zip(batches, prefetch_map(pool, decode, batches), strict=True):
-        kept_rows, kept_pixels = [], []
-        for row, (pixels, reason) in zip(batch, decoded, strict=True):
-            if pixels is None:
-                rejects.append({"path": row["path"], "stage": "reconstruct", "reason": reason})
-            else:
-                kept_rows.append(row)
-                kept_pixels.append(pixels)
-        yield kept_rows, kept_pixels, len(batch)
+
+def _load(row: dict[str, Any], out_dir: Path, recipe: str) -> tuple[np.ndarray | None, str, str, float | None]:
+    """(real pixels, real sha256, reason to reject, PSNR if an up-to-date fake already exists)."""
+    try:
+        data = Path(row["path"]).read_bytes()
+        pixels = decode_rgb(data)
+    except (OSError, ImageDecodeError) as error:
+        return None, "", str(error), None
+    if pixels.shape[:2] != (int(row["height"]), int(row["width"])):
+        return None, "", (f"decoded size {pixels.shape[1]}x{pixels.shape[0]} differs from the recorded "
+                          f"{row['width']}x{row['height']}"), None
+    source = hashlib.sha256(data).hexdigest()
+    fake = _fake_path(out_dir, row)
+    if fake.is_file() and png_text(fake) == {SOURCE_KEY: source, RECIPE_KEY: recipe}:
+        try:
+            return pixels, source, "", psnr(pixels, decode_rgb(fake))
+        except ImageDecodeError:
+            pass  # unreadable: make it again
+    return pixels, source, "", None
+
+
+def _write_png(path: Path, pixels: np.ndarray, text: dict[str, str]) -> None:
+    atomic_write_bytes(path, encode_png(pixels, text=text))
+
+
+def _remove_stale(out_dir: Path, wanted: set[Path]) -> None:
+    """Delete fakes (and temp files of killed runs) that the current index does not ask for."""
+    stale = [p for p in out_dir.rglob("*") if p.is_file() and p not in wanted] if out_dir.is_dir() else []
+    for path in stale:
+        path.unlink()
+    if stale:
+        log.info("removed %d stale file(s) from %s", len(stale), out_dir)
+
+
+def _check_unique_stems(rows: Sequence[dict[str, Any]]) -> None:
+    seen: dict[str, str] = {}
+    for row in rows:
+        if row["stem"] in seen:
+            raise DataError(f"two reals share the stem '{row['stem']}': {seen[row['stem']]} and {row['path']}; "
+                            "their fakes would overwrite each other (give one source another prefix)")
+        seen[row["stem"]] = row["path"]

@@ -76,6 +76,19 @@ def test_experiment_changes_metrics(project):
     assert params["params.yaml"]["train.seed"]["old"] == 17 and params["params.yaml"]["train.seed"]["new"] == 1
 
 
+TAEF2 = ROOT.parent / "shared" / "weights" / "taef2"
+
+
+@pytest.mark.skipif(not TAEF2.is_dir(), reason="../shared/weights/taef2 is a developer-only asset")
+def test_exp_run_with_the_taef2_weight_pair_runs_the_whole_pipeline(project):
+    run(["dvc", "exp", "run", "-S", "autoencoder.kind=taesd", "-S", f"autoencoder.path={TAEF2}"], project)
+    metrics = json.loads((project / "metrics/reconstruct.json").read_text())
+    assert metrics["autoencoder_class"] == "TinyAutoencoder" and metrics["psnr_mean"] > 25
+    assert metrics["images"] == json.loads((project / "metrics/fetch.json").read_text())["images"]
+    assert (project / "metrics/reconstruct/pairs.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((project / "metrics/eval.json").read_text())["n_fake"] > 0
+
+
 def test_exp_run_fetches_exactly_the_selected_coco_images_from_a_mirror(project, http):
     """`dvc exp run -S` on the coco source's url, count and seed; the archive comes from a local server."""
     from aligned_forensics.sources.common import select_names

@@ -18,6 +18,7 @@ from aligned_forensics.reconstruct import ReconstructConfig
 from aligned_forensics.sources import plan_source, source_config
 from aligned_forensics.sources.common import SourceContext
 from aligned_forensics.training import TrainConfig
+from tests.conftest import REPO_ROOT
 
 STAGE_CONFIGS = {"fetch": FetchConfig, "autoencoder": AutoencoderConfig, "reconstruct": ReconstructConfig,
                  "manifest": ManifestConfig, "train": TrainConfig, "threshold": ThresholdConfig,
@@ -86,7 +87,11 @@ def test_missing_section_and_bad_yaml(tmp_path):
         load_section(path, "train")
 
 
-@pytest.mark.parametrize("params_file", ["params.yaml", "presets/paper.yaml", "presets/paper-sync.yaml"])
+PRESETS = sorted(path.relative_to(REPO_ROOT).as_posix() for path in (REPO_ROOT / "presets").glob("*.yaml"))
+PARAMS_FILES = ["params.yaml", *PRESETS]
+
+
+@pytest.mark.parametrize("params_file", PARAMS_FILES)
 def test_every_section_of_the_demo_and_presets_is_valid(repo_root, params_file):
     path = repo_root / params_file
     for section, config_class in STAGE_CONFIGS.items():
@@ -128,3 +133,12 @@ def test_unknown_source_kind_and_source_key(repo_root):
         source_config({"kind": "imagenet"}, key="fetch.sources[0]")
     with pytest.raises(ParamsError, match=r"unknown params key 'fetch.sources\[0\].crops'"):
         source_config({"kind": "samples", "crops": 3}, key="fetch.sources[0]")
+
+
+@pytest.mark.parametrize("preset", ["sd-vae", "sd3-vae", "flux-vae"])
+def test_autoencoder_presets_differ_from_paper_sync_only_in_the_autoencoder(repo_root, preset):
+    ours = yaml.safe_load((repo_root / "presets" / f"{preset}.yaml").read_text())
+    paper = yaml.safe_load((repo_root / "presets" / "paper-sync.yaml").read_text())
+    assert {key: value for key, value in ours.items() if key != "autoencoder"} == \
+        {key: value for key, value in paper.items() if key != "autoencoder"}
+    assert ours["autoencoder"]["kind"] == "hub" and ours["autoencoder"]["id"] != paper["autoencoder"]["id"]
