@@ -1,4 +1,8 @@
-"""Detector checkpoints that carry their architecture and preprocessing, loaded safely (weights_only)."""
+"""Detector checkpoints that carry their architecture and preprocessing, loaded safely (weights_only).
+
+Also loads the authors' released checkpoints ({'model': state_dict}, keys possibly prefixed `module.`,
+the head called `fc`) for evaluation: their architecture is `res50nodown` unless told otherwise.
+"""
 
 from __future__ import annotations
 
@@ -15,25 +19,51 @@ from aligned_forensics.models import IMAGENET_MEAN, IMAGENET_STD, Detector, crea
 FORMAT = "aligned-forensics-detector/1"
 
 
-def save_checkpoint(path: Path, model: Detector, *, config: dict[str, Any], epoch: int,
-                    metrics: dict[str, float]) -> None:
-    """Write {format, arch, state_dict, preprocessing, config, epoch, metrics} atomically."""
+def save_checkpoint(path: Path, model: torch.nn.Module, *, config: dict[str, Any], epoch: int,
+                    metrics: dict[str, float], training_state: dict[str, Any] | None = None) -> None:
+    """Write {format, arch, state_dict, preprocessing, config, epoch, metrics[, training_state]} atomically."""
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "arch": model.arch, "state_dict": state, "config": config, "epoch": epoch,
                "metrics": metrics, "preprocessing": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                                                      "train_crop": config["augment"]["crop_size"]}}
+    if training_state is not None:
+        payload["training_state"] = training_state
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_detector(path: Path, *, device: torch.device) -> tuple[Detector, dict[str, Any]]:
-    """Load a checkpoint written by save_checkpoint, in eval mode on `device`; return (model, payload)."""
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The payload of any checkpoint file (no pickle code execution), with a clear error when unreadable."""
     if not Path(path).is_file():
         raise UserError(f"{path} not found: run `dvc repro train` first")
-    payload = torch.load(path, map_location="cpu", weights_only=True)  # no pickle code execution
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{path} is not an aligned-forensics detector checkpoint (format {FORMAT!r})")
-    model = create_detector(payload["arch"], pretrained="none", seed=0)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated file, or a pickle with code in it
+        raise UserError(f"{path} is not a loadable checkpoint: {type(error).__name__}: {error}") from None
+    if not isinstance(payload, dict):
+        raise UserError(f"{path} holds a {type(payload).__name__}, not a checkpoint dict")
+    return payload
+
+
+def load_detector(path: Path, *, device: torch.device, arch: str = "res50nodown") -> tuple[Detector, dict[str, Any]]:
+    """Load our checkpoint or an authors' release (`arch` names its architecture), in eval mode on `device`."""
+    payload = read_checkpoint(path)
+    if payload.get("format") == FORMAT:
+        arch, state = payload["arch"], payload["state_dict"]
+    elif isinstance(payload.get("model"), dict):  # the original code's {'model', 'optimizer', 'total_steps'}
+        state = {key.removeprefix("module."): value for key, value in payload["model"].items()}
+        state = {key: value.reshape(1, -1) if key == "fc.weight" else value.reshape(1) if key == "fc.bias" else value
+                 for key, value in state.items()}  # a ChannelLinear(2048 -> 1) is a Linear with these shapes
+        payload = {"arch": arch, "config": {}, "epoch": payload.get("total_steps"), "metrics": {}, "released": True}
+    else:
+        raise UserError(f"{path} is neither an aligned-forensics checkpoint (format {FORMAT!r}) nor a released "
+                        "one (a dict with a 'model' state dict)")
+    model = create_detector(arch, pretrained="none", seed=0)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise UserError(f"{path} does not fit a {arch} detector: {str(error).splitlines()[0]}; for a released "
+                        "checkpoint of another architecture pass its arch") from None
     return model.to(device).eval(), payload

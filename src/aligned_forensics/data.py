@@ -9,13 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from aligned_forensics.augment import (
-    AugmentConfig,
-    apply_augmentation,
-    center_crop,
-    draw_augmentation,
-    to_normalised_tensor,
-)
+from aligned_forensics.augment import AugmentConfig, draw_augmentation, to_normalised_tensor
+from aligned_forensics.augment_ops import apply_augmentation, center_crop
 from aligned_forensics.images import decode_rgb
 from aligned_forensics.io import read_csv
 
@@ -28,10 +23,16 @@ def load_pairs(manifest_path: Path) -> list[tuple[str, str]]:
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields (epoch, index) in a permutation seeded by (seed, epoch): workers need no shared state."""
+    """Yields (epoch, index) in a permutation seeded by (seed, epoch): workers need no shared state.
 
-    def __init__(self, length: int, *, seed: int, shuffle: bool) -> None:
+    With `world` processes, rank r takes the r-th slice of `chunk` items of every global batch of
+    chunk x world items, so the ranks together see exactly the one-process batches; the last incomplete
+    global batch is dropped (every rank must take the same number of steps)."""
+
+    def __init__(self, length: int, *, seed: int, shuffle: bool, rank: int = 0, world: int = 1,
+                 chunk: int = 1) -> None:
         self.length, self.seed, self.shuffle, self.epoch = length, seed, shuffle, 0
+        self.rank, self.world, self.chunk = rank, world, chunk
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -39,10 +40,15 @@ class EpochSampler(Sampler[tuple[int, int]]):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = (np.random.default_rng([self.seed, self.epoch, 0x5A3]).permutation(self.length)
                  if self.shuffle else np.arange(self.length))
+        if self.world > 1:
+            batches = order[: len(self) * self.world].reshape(-1, self.world, self.chunk)  # (steps, world, chunk)
+            order = batches[:, self.rank].reshape(-1)
         return iter((self.epoch, int(i)) for i in order)
 
     def __len__(self) -> int:
-        return self.length
+        if self.world == 1:
+            return self.length
+        return self.length // (self.chunk * self.world) * self.chunk
 
 
 class SyncedPairs(Dataset):

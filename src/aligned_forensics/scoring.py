@@ -12,7 +12,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from aligned_forensics.augment import center_crop, to_normalised_tensor
+from aligned_forensics.augment import to_normalised_tensor
+from aligned_forensics.augment_ops import center_crop
 from aligned_forensics.errors import DataError
 from aligned_forensics.images import decode_expected
 from aligned_forensics.params import require

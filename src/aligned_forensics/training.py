@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -13,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from aligned_forensics.augment import AugmentConfig
-from aligned_forensics.checkpoints import save_checkpoint
+from aligned_forensics.checkpoints import read_checkpoint, save_checkpoint
 from aligned_forensics.data import (
     EpochSampler,
     IndependentItems,
@@ -55,6 +58,7 @@ class TrainConfig:
     workers: int = 2
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = True
+    mixed_precision: bool = False  # bfloat16 autocast on CUDA (ignored on CPU)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -70,6 +74,13 @@ class TrainConfig:
         require(0 < self.min_lr <= self.lr, "train.min_lr", f"in (0, lr={self.lr}]", self.min_lr)
         require(self.workers >= 0, "train.workers", "an integer >= 0", self.workers)
 
+    def fingerprint(self, *manifests: Path) -> str:
+        """What a resumed run must share with the interrupted one: every param and the data lists."""
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode())
+        for manifest in manifests:
+            digest.update(Path(manifest).read_bytes())
+        return digest.hexdigest()
+
 
 @dataclass
 class EarlyStopping:
@@ -81,6 +92,9 @@ class EarlyStopping:
     min_lr: float
     best: float = -np.inf
     countdown: int = 0
+
+    def state(self) -> dict[str, float]:
+        return {"best": float(self.best), "countdown": self.countdown}
 
     def step(self, score: float, lr: float) -> tuple[bool, float, bool]:
         """Feed one epoch's score; return (improved, next learning rate, stop)."""
@@ -95,16 +109,30 @@ class EarlyStopping:
         return False, new_lr, new_lr < self.min_lr * (1 - 1e-9)  # 1e-4·0.1·0.1 is 1.0000000000000002e-06
 
 
-def make_train_loader(config: TrainConfig, manifest: Path) -> tuple[DataLoader, EpochSampler]:
-    """DataLoader over the train manifest, synced or independent, seeded per (seed, epoch, index)."""
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among torchrun's processes: each takes every world-th item of an epoch."""
+
+    rank: int = 0
+    world: int = 1
+
+
+def make_train_loader(config: TrainConfig, manifest: Path, ranks: Ranks = Ranks()) -> tuple[DataLoader, EpochSampler]:
+    """DataLoader over the train manifest, synced or independent, seeded per (seed, epoch, index).
+
+    With several ranks each loads batch_size / world of every global batch, so the global batch (and the
+    averaged gradient) is the same as on one process."""
     pairs = seeded_subset(load_pairs(manifest), config.data_cap, seed=config.seed, stream=0xCA9)
     if not pairs:
         raise DataError(f"{manifest} has no pairs to train on")
+    if config.batch_size % ranks.world:
+        raise DataError(f"train.batch_size {config.batch_size} is not divisible by the {ranks.world} processes")
     dataset = (SyncedPairs if config.sync else IndependentItems)(pairs, config.augment, seed=config.seed)
-    sampler = EpochSampler(len(dataset), seed=config.seed, shuffle=True)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-                        collate_fn=collate_synced if config.sync else None, drop_last=False,
-                        persistent_workers=config.workers > 0)
+    sampler = EpochSampler(len(dataset), seed=config.seed, shuffle=True, rank=ranks.rank, world=ranks.world,
+                           chunk=config.batch_size // ranks.world)
+    loader = DataLoader(dataset, batch_size=config.batch_size // ranks.world, sampler=sampler,
+                        num_workers=config.workers, collate_fn=collate_synced if config.sync else None,
+                        drop_last=False, persistent_workers=config.workers > 0)
     return loader, sampler
 
 
@@ -120,55 +148,98 @@ def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
     return {"val_bacc": metrics["bacc"], "val_auc": metrics["auc"], "val_ap": metrics["ap"]}
 
 
-def train_detector(
-    config: TrainConfig, *, train_manifest: Path, val_manifest: Path, model_dir: Path, live: Any
-) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """Train, validating before the first epoch and after each; write best.pt and last.pt.
+def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: Path, model_dir: Path, live: Any,
+                   ranks: Ranks = Ranks(), device: torch.device | None = None
+                   ) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Train, validating before the first epoch and after each; write best.pt and last.pt (rank 0).
 
-    Returns (summary of the run, one row per epoch: epoch, train_loss, lr, val_bacc, val_auc, val_ap)."""
-    device = pick_device(config.device)
+    Resumes from model_dir/last.pt when it was written by the same params and data. Returns (summary, one
+    row per epoch: epoch, train_loss, lr, val_bacc, val_auc, val_ap)."""
+    device = device or pick_device(config.device)
+    fingerprint = config.fingerprint(train_manifest, val_manifest)
     model = create_detector(config.arch, pretrained=config.pretrained, seed=config.seed).to(device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
                                  weight_decay=config.weight_decay)
-    train_loader, sampler = make_train_loader(config, train_manifest)
+    schedule = EarlyStopping(config.patience, config.delta, config.lr_decay, config.min_lr)
+    state = _resume_state(model_dir / "last.pt", fingerprint)
+    if state:
+        model.load_state_dict(read_checkpoint(model_dir / "last.pt")["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.best, schedule.countdown = state["schedule"]["best"], state["schedule"]["countdown"]
+        torch.set_rng_state(state["rng"])  # dropout continues as if never interrupted
+        log.info("resuming after epoch %d from %s", state["epoch"], model_dir / "last.pt")
+    if ranks.world > 1:
+        if device.type == "cuda":  # batch statistics over the global batch, as on one GPU (CPU/gloo: per rank)
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    train_loader, sampler = make_train_loader(config, train_manifest, ranks)
     val_loader = DataLoader(ValidationItems(load_pairs(val_manifest), crop_size=config.augment.crop_size),
                             batch_size=64, num_workers=config.workers)
-    log.info("%s: %s parameters, %s train %s/epoch, device %s", config.arch, f"{count_parameters(model):,}",
-             f"{len(train_loader.dataset):,}", "pairs" if config.sync else "images", device)
-    schedule = EarlyStopping(config.patience, config.delta, config.lr_decay, config.min_lr)
-    lr, best, history, started = config.lr, {}, [], time.perf_counter()
-    for epoch in range(config.max_epochs + 1):
-        loss = _train_one_epoch(model, train_loader, sampler, optimizer, epoch, device, memory_format) \
+    log.info("%s: %s parameters, %s train %s/epoch, device %s, %d process(es)", config.arch,
+             f"{count_parameters(model):,}", f"{len(train_loader.dataset):,}", "pairs" if config.sync else "images",
+             device, ranks.world)
+    lr, history = (state["lr"], state["history"]) if state else (config.lr, [])
+    best = state["best"] if state else {}
+    for row in history:  # a resumed run logs the whole curve again (dvclive starts afresh)
+        _log_epoch(live, row["epoch"], row["train_loss"], row["lr"], {k: row[k] for k in VAL_KEYS}, quiet=True)
+    stop, started = bool(state and state["finished"]), time.perf_counter()
+    epoch = state["epoch"] if state else -1
+    while not stop and epoch < config.max_epochs:
+        epoch += 1
+        loss = _train_one_epoch(model, train_loader, sampler, optimizer, epoch, device, memory_format,
+                                autocast=config.mixed_precision and device.type == "cuda") \
             if epoch > 0 else float("nan")
-        scores = validate(model, val_loader, device)
+        scores = validate(model, val_loader, device)  # every rank: identical weights, identical decisions
         improved, lr, stop = schedule.step(scores["val_bacc"], lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        _log_epoch(live, epoch, loss, lr, scores)
+        if ranks.rank == 0:
+            _log_epoch(live, epoch, loss, lr, scores)
         history.append({"epoch": epoch, "train_loss": loss, "lr": lr, **scores})
         if improved:
             best = {"epoch": epoch, **scores}
-            save_checkpoint(model_dir / "best.pt", model, config=asdict(config), epoch=epoch, metrics=scores)
-        if stop:
-            log.info("learning rate would fall below %g: stopping after epoch %d", config.min_lr, epoch)
-            break
-    save_checkpoint(model_dir / "last.pt", model, config=asdict(config), epoch=epoch, metrics=scores)
+        if ranks.rank == 0:
+            if improved:
+                save_checkpoint(model_dir / "best.pt", model, config=asdict(config), epoch=epoch, metrics=scores)
+            training_state = {"fingerprint": fingerprint, "epoch": epoch, "lr": lr, "best": best, "history": history,
+                              "schedule": schedule.state(), "optimizer": optimizer.state_dict(),
+                              "rng": torch.get_rng_state(), "finished": stop or epoch >= config.max_epochs}
+            save_checkpoint(model_dir / "last.pt", model, config=asdict(config), epoch=epoch, metrics=scores,
+                            training_state=training_state)
+    if stop:
+        log.info("learning rate would fall below %g: stopped after epoch %d", config.min_lr, epoch)
     summary = {"epochs": epoch, "best_epoch": best["epoch"], "best_val_bacc": best["val_bacc"],
                "best_val_auc": best["val_auc"], "best_val_ap": best["val_ap"], "final_lr": lr,
                "train_seconds": time.perf_counter() - started}
     return summary, history
 
 
-def _train_one_epoch(model, loader, sampler, optimizer, epoch, device, memory_format) -> float:
+VAL_KEYS = ("val_bacc", "val_auc", "val_ap")
+
+
+def _resume_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The training state of an interrupted run with the same params and data, else None (start afresh)."""
+    if not path.is_file():
+        return None
+    state = read_checkpoint(path).get("training_state")
+    if not state or state.get("fingerprint") != fingerprint:
+        log.info("%s is from other params or data: training from scratch", path)
+        return None
+    return state
+
+
+def _train_one_epoch(model, loader, sampler, optimizer, epoch, device, memory_format, *, autocast: bool) -> float:
     model.train()
     sampler.set_epoch(epoch)
     criterion = torch.nn.BCEWithLogitsLoss()
     losses = []
+    precision = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     for images, labels in progress_bar(loader, desc=f"epoch {epoch}", unit="batch"):
         images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        loss = criterion(model(images), labels.float().to(device))
+        with precision:
+            loss = criterion(model(images).float(), labels.float().to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -176,9 +247,10 @@ def _train_one_epoch(model, loader, sampler, optimizer, epoch, device, memory_fo
     return float(np.mean(losses))
 
 
-def _log_epoch(live: Any, epoch: int, loss: float, lr: float, scores: dict[str, float]) -> None:
-    log.info("epoch %d: loss %.4f, lr %.1e, val bacc %.4f, auc %.4f, ap %.4f", epoch, loss, lr,
-             scores["val_bacc"], scores["val_auc"], scores["val_ap"])
+def _log_epoch(live: Any, epoch: int, loss: float, lr: float, scores: dict[str, float], *, quiet: bool = False) -> None:
+    if not quiet:
+        log.info("epoch %d: loss %.4f, lr %.1e, val bacc %.4f, auc %.4f, ap %.4f", epoch, loss, lr,
+                 scores["val_bacc"], scores["val_auc"], scores["val_ap"])
     live.step = epoch
     if epoch > 0:
         live.log_metric("train_loss", loss)

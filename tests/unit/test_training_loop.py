@@ -1,0 +1,123 @@
+"""The training loop: same seed same curve, resume equals uninterrupted, ranks split batches exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from aligned_forensics import training
+from aligned_forensics.augment import AugmentConfig
+from aligned_forensics.checkpoints import load_detector, read_checkpoint
+from aligned_forensics.data import EpochSampler
+from aligned_forensics.errors import UserError
+from aligned_forensics.images import encode_jpeg, encode_png
+from aligned_forensics.io import write_csv
+from aligned_forensics.models import create_detector
+from aligned_forensics.training import TrainConfig, train_detector
+
+CONFIG = TrainConfig(arch="res18", pretrained="none", seed=3, batch_size=4, max_epochs=3, patience=5, workers=0,
+                     device="cpu", augment=AugmentConfig(crop_size=32))
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory) -> dict[str, Path]:
+    """12 train and 4 val pairs of 48 x 56 photos-like images (fakes: a blurred copy)."""
+    folder = tmp_path_factory.mktemp("manifests")
+    rng = np.random.default_rng(0)
+    paths = {}
+    for split, count in (("train", 12), ("val", 4)):
+        rows = []
+        for i in range(count):
+            real = rng.integers(0, 256, (48, 56, 3), dtype=np.uint8)
+            fake = ((real.astype(np.int16) + np.roll(real, 1, axis=1)) // 2).astype(np.uint8)
+            real_path, fake_path = folder / f"{split}{i}.jpg", folder / f"{split}{i}.png"
+            real_path.write_bytes(encode_jpeg(real, quality=90))
+            fake_path.write_bytes(encode_png(fake))
+            rows.append({"stem": f"{split}{i}", "real_path": str(real_path), "fake_path": str(fake_path)})
+        paths[f"{split}_manifest"] = folder / f"{split}.csv"
+        write_csv(paths[f"{split}_manifest"], rows, ["stem", "real_path", "fake_path"])
+    return paths
+
+
+def silent_live() -> SimpleNamespace:
+    return SimpleNamespace(step=0, log_metric=lambda *a, **k: None, next_step=lambda: None)
+
+
+def train(manifests, model_dir: Path, config: TrainConfig = CONFIG):
+    return train_detector(config, **manifests, model_dir=model_dir, live=silent_live())
+
+
+def comparable(history: list[dict[str, float]]) -> list[dict[str, float | None]]:
+    """NaN (the loss before any training) never equals itself; None does."""
+    return [{k: None if v != v else v for k, v in row.items()} for row in history]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["state_dict"]
+
+
+def test_same_seed_same_curve_other_seed_other_curve(manifests, tmp_path):
+    _, first = train(manifests, tmp_path / "a")
+    _, again = train(manifests, tmp_path / "b")
+    _, other = train(manifests, tmp_path / "c", dataclasses.replace(CONFIG, seed=4))
+    assert comparable(first) == comparable(again)
+    assert [row["train_loss"] for row in first][1:] != [row["train_loss"] for row in other][1:]
+    assert len(first) == 4  # validation before epoch 1, then after each of 3 epochs
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(manifests, tmp_path, monkeypatch):
+    summary, history = train(manifests, tmp_path / "whole")
+    real_epoch = training._train_one_epoch
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args[4])
+        if args[4] == 2:
+            raise KeyboardInterrupt  # as if killed during epoch 2
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(manifests, tmp_path / "resumed")
+    monkeypatch.setattr(training, "_train_one_epoch", real_epoch)
+    resumed_summary, resumed_history = train(manifests, tmp_path / "resumed")
+    assert comparable(resumed_history) == comparable(history)
+    assert resumed_summary["best_epoch"] == summary["best_epoch"]
+    for name, value in weights(tmp_path / "whole" / "last.pt").items():
+        assert torch.equal(value, weights(tmp_path / "resumed" / "last.pt")[name]), name
+    _, again = train(manifests, tmp_path / "resumed")  # finished: nothing left to train
+    assert comparable(again) == comparable(history)
+
+
+def test_changed_params_do_not_resume(manifests, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    train(manifests, tmp_path / "run")
+    _, history = train(manifests, tmp_path / "run", dataclasses.replace(CONFIG, lr=2e-4))
+    assert "from other params or data: training from scratch" in caplog.text and len(history) == 4
+
+
+def test_ranks_together_see_exactly_the_one_process_batches():
+    single = [i for _, i in EpochSampler(40, seed=1, shuffle=True)]
+    ranks = [[i for _, i in EpochSampler(40, seed=1, shuffle=True, rank=r, world=2, chunk=4)] for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 20
+    for step in range(5):  # global batch of 8 = rank 0's 4 then rank 1's 4
+        assert single[step * 8:(step + 1) * 8] == ranks[0][step * 4:(step + 1) * 4] + ranks[1][step * 4:(step + 1) * 4]
+    assert len(EpochSampler(42, seed=1, shuffle=True, rank=1, world=2, chunk=4)) == 20  # incomplete batch dropped
+
+
+def test_released_checkpoints_of_the_authors_load_for_evaluation(tmp_path):
+    reference = create_detector("res18nodown", pretrained="none", seed=9)
+    state = {f"module.{key}": value for key, value in reference.state_dict().items()}
+    torch.save({"model": state, "optimizer": {}, "total_steps": 1234}, tmp_path / "model_epoch_best.pth")
+    model, payload = load_detector(tmp_path / "model_epoch_best.pth", device=torch.device("cpu"), arch="res18nodown")
+    assert payload["released"] and payload["epoch"] == 1234
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), reference.eval()(x))
+    with pytest.raises(UserError, match="does not fit a res50nodown detector"):
+        load_detector(tmp_path / "model_epoch_best.pth", device=torch.device("cpu"))
