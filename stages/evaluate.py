@@ -1,4 +1,4 @@
-"""DVC stage `evaluate`: score the test split; metrics at the calibrated threshold and at logit 0, curves."""
+"""DVC stage `evaluate`: every test set at the calibrated threshold and at logit 0, curves, robustness sweeps."""
 
 from __future__ import annotations
 
@@ -9,33 +9,53 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this che
 
 from aligned_forensics.calibrate import write_scores  # noqa: E402
 from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
-from aligned_forensics.curves import pr_points, roc_points, write_curves_png, write_points  # noqa: E402
+from aligned_forensics.curves import (  # noqa: E402
+    pr_points,
+    roc_points,
+    write_curves_png,
+    write_points,
+    write_sweeps_png,
+)
 from aligned_forensics.evaluate import EvaluateConfig, run_evaluate  # noqa: E402
-from aligned_forensics.io import write_json  # noqa: E402
+from aligned_forensics.io import atomic_write_text, write_json  # noqa: E402
+from aligned_forensics.report import summary_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__)
     parser.add_argument("--model", type=Path, default=Path("data/model/best.pt"))
-    parser.add_argument("--manifest", type=Path, default=Path("data/manifest/test.csv"))
+    parser.add_argument("--manifest", type=Path, default=Path("data/manifest"), help="folder of <split>.csv")
     parser.add_argument("--threshold", type=Path, default=Path("metrics/threshold.json"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
     parser.add_argument("--plots", type=Path, default=Path("metrics/eval"))
-    parser.add_argument("--scores", type=Path, default=Path("data/evaluate"), help="scores.csv and rejects.csv")
+    parser.add_argument("--scores", type=Path, default=Path("data/evaluate"), help="<set>/scores.csv, rejects.csv")
 
     def body(args) -> str:
         config = load_config(args.params, "evaluate", EvaluateConfig)
-        metrics, scored = run_evaluate(config, model_path=args.model, test_manifest=args.manifest,
-                                       threshold_path=args.threshold)
+        metrics, scored_sets, sweeps = run_evaluate(config, model_path=args.model, manifest_dir=args.manifest,
+                                                    threshold_path=args.threshold)
+        threshold = metrics["threshold"]
+        for name, scored in scored_sets.items():
+            values = metrics["sets"][name]
+            write_scores(args.scores / name, scored, threshold=threshold)
+            write_points(args.plots / "roc" / f"{name}.json", roc_points(scored.labels, scored.scores))
+            write_points(args.plots / "pr" / f"{name}.json", pr_points(scored.labels, scored.scores))
+            write_curves_png(args.plots / "curves" / f"{name}.png", scored.labels, scored.scores, threshold=threshold,
+                             title=f"{name}: AP {values['ap']:.3f}, AUC {values['auc']:.3f}, balanced accuracy "
+                                   f"{values['bacc']:.3f} at the calibrated threshold")
+        if sweeps:
+            write_json(args.plots / "sweeps.json", sweeps)
+            for kind in sorted({row["kind"] for row in sweeps.values()}):
+                write_points(args.plots / "sweeps" / f"{kind}.json", [
+                    {"level": row["level"], "mean_p_fake_real": round(row["mean_p_fake_real"], 5),
+                     "mean_p_fake_fake": round(row["mean_p_fake_fake"], 5), "bacc": round(row["bacc"], 5)}
+                    for row in sweeps.values() if row["kind"] == kind])
+            write_sweeps_png(args.plots / "sweeps.png", sweeps, title=f"robustness of {config.sweeps.test_set}")
         write_json(args.metrics, metrics)
-        write_scores(args.scores, scored, threshold=metrics["threshold"])
-        write_points(args.plots / "roc.json", roc_points(scored.labels, scored.scores))
-        write_points(args.plots / "pr.json", pr_points(scored.labels, scored.scores))
-        write_curves_png(args.plots / "curves.png", scored.labels, scored.scores, threshold=metrics["threshold"],
-                         title=f"test split: AP {metrics['ap']:.3f}, AUC {metrics['auc']:.3f}, "
-                               f"balanced accuracy {metrics['bacc']:.3f} at the calibrated threshold")
-        return (f"{metrics['n_real']:,} real + {metrics['n_fake']:,} fake: AP {metrics['ap']:.4f}, "
-                f"AUC {metrics['auc']:.4f}, bacc {metrics['bacc']:.4f} (at logit 0: {metrics['bacc_at_0']:.4f})")
+        atomic_write_text(args.plots / "summary.md", summary_table(metrics))
+        return (f"{len(scored_sets)} set(s), {metrics['n_real']:,} real + {metrics['n_fake']:,} fake: mean AP "
+                f"{metrics['ap']:.4f}, AUC {metrics['auc']:.4f}, bacc {metrics['bacc']:.4f} (at logit 0: "
+                f"{metrics['bacc_at_0']:.4f}){f', {len(sweeps)} sweep levels' if sweeps else ''}")
 
     return run_stage("evaluate", parser, body, argv)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
 from aligned_forensics.calibrate import ThresholdConfig, run_threshold, write_scores  # noqa: E402
+from aligned_forensics.checkpoints import write_bundle  # noqa: E402
 from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
 from aligned_forensics.curves import roc_points, write_points  # noqa: E402
 from aligned_forensics.io import write_json  # noqa: E402
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, default=Path("metrics/threshold.json"))
     parser.add_argument("--plots", type=Path, default=Path("metrics/threshold"))
     parser.add_argument("--scores", type=Path, default=Path("data/threshold"), help="scores.csv and rejects.csv")
+    parser.add_argument("--bundle", type=Path, default=Path("data/bundle/detector.pt"),
+                        help="the model with its threshold, for predict")
 
     def body(args) -> str:
         config = load_config(args.params, "threshold", ThresholdConfig)
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.metrics, result)
         write_points(args.plots / "roc.json", roc_points(scored.labels, scored.scores))
         write_scores(args.scores, scored, threshold=result["threshold"])
+        write_bundle(args.model, result, args.bundle)
         return (f"threshold {result['threshold']:.4f} ({result['criterion']}) on {result['n_real']:,} real + "
                 f"{result['n_fake']:,} fake: bacc {result['bacc']:.4f} (at logit 0: {result['bacc_at_0']:.4f})")
 

@@ -26,7 +26,9 @@ TINY_PARAMS = {
               "patience": 1, "workers": 0, "device": "cpu", "augment": {"crop_size": 32}},
     "threshold": {"n_per_class": 5000, "seed": 0, "criterion": "bacc", "device": "cpu",
                   "scoring": {"protocol": "full", "batch_size": 8}},
-    "evaluate": {"device": "cpu", "scoring": {"protocol": "full", "batch_size": 8}},
+    "evaluate": {"device": "cpu", "scoring": {"protocol": "full", "batch_size": 8},
+                 "sweeps": {"test_set": "test", "jpeg": [50], "webp": [60], "resize": [0.5]}},
+    "report": {"title": "tiny"},
 }
 
 

@@ -67,3 +67,11 @@ def load_detector(path: Path, *, device: torch.device, arch: str = "res50nodown"
         raise UserError(f"{path} does not fit a {arch} detector: {str(error).splitlines()[0]}; for a released "
                         "checkpoint of another architecture pass its arch") from None
     return model.to(device).eval(), payload
+
+
+def write_bundle(model_path: Path, threshold: dict[str, Any], out: Path) -> None:
+    """The model and its calibrated threshold in one file (what `predict` and users ship)."""
+    payload = read_checkpoint(model_path) | {"threshold": threshold}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(out, buffer.getvalue())

@@ -76,3 +76,20 @@ def _thin(count: int) -> list[int]:
     if count <= MAX_POINTS:
         return list(range(count))
     return sorted(set(np.linspace(0, count - 1, MAX_POINTS).round().astype(int).tolist()))
+
+
+def write_sweeps_png(path: Path, sweeps: dict[str, dict[str, float]], *, title: str) -> None:
+    """Mean P(fake) of reals and of fakes per level, one panel per kind (like the paper's resize figure)."""
+    plt = pyplot()
+    kinds = sorted({row["kind"] for row in sweeps.values()})
+    figure, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.6), dpi=80, squeeze=False)
+    for axis, kind in zip(axes[0], kinds, strict=True):
+        rows = sorted((row for row in sweeps.values() if row["kind"] == kind), key=lambda row: row["level"])
+        levels = [row["level"] for row in rows]
+        axis.plot(levels, [row["mean_p_fake_fake"] for row in rows], "o-", color="tab:red", label="fakes")
+        axis.plot(levels, [row["mean_p_fake_real"] for row in rows], "o-", color="tab:blue", label="reals")
+        axis.set(xlabel={"resize": "scale factor", "jpeg": "JPEG quality", "webp": "WebP quality"}[kind],
+                 ylabel="mean P(fake)", ylim=(-0.02, 1.02), title=kind)
+        axis.grid(alpha=0.3)
+        axis.legend(loc="best", fontsize=8)
+    save_figure(figure, path, title)

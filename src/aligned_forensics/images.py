@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")  # compared case-insensitively
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # single-channel modes with more than 8 bits
 PNG_COMPRESS_LEVEL = 1  # lossless at any level; 1 is the fast end
 
@@ -62,11 +63,16 @@ def decode_expected(path: Path, *, height: int, width: int) -> tuple[np.ndarray 
     return pixels, ""
 
 
-def image_header(path: Path) -> tuple[int, int, str]:
-    """Return (width, height, format) from the file header, without decoding pixels."""
+def image_header(path: Path, *, as_displayed: bool = False) -> tuple[int, int, str]:
+    """Return (width, height, format) from the file header, without decoding pixels.
+
+    as_displayed: the size decode_rgb returns (sides swapped when EXIF orientation turns the image)."""
     try:
         with Image.open(path) as image:
-            return image.width, image.height, str(image.format or "unknown").lower()
+            width, height = image.size
+            if as_displayed and image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                width, height = height, width
+            return width, height, str(image.format or "unknown").lower()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise ImageDecodeError(f"{type(error).__name__}: {error}") from error
 

@@ -14,6 +14,7 @@ import torch
 
 from aligned_forensics.augment import to_normalised_tensor
 from aligned_forensics.augment_ops import center_crop
+from aligned_forensics.degradations import NO_DEGRADATION, Degradation
 from aligned_forensics.errors import DataError
 from aligned_forensics.images import decode_expected
 from aligned_forensics.params import require
@@ -47,12 +48,15 @@ class ScoreItem:
 @torch.inference_mode()
 def score_images(
     model: torch.nn.Module, items: Sequence[ScoreItem], *, protocol: Protocol, crop_size: int, batch_size: int,
-    device: torch.device, desc: str = "score",
+    device: torch.device, desc: str = "score", degradation: Degradation = NO_DEGRADATION,
 ) -> tuple[np.ndarray, list[dict[str, str]]]:
-    """Logit per item (NaN for undecodable files, which are also returned as rejects)."""
+    """Logit per item (NaN for undecodable files, which are also returned as rejects).
+
+    Full images are batched by size (one forward pass per batch of equal sizes, not per image)."""
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for index, item in enumerate(items):
-        groups[(crop_size, crop_size) if protocol == "center_crop" else (item.height, item.width)].append(index)
+        size = degradation.output_size(item.height, item.width)
+        groups[(crop_size, crop_size) if protocol == "center_crop" else size].append(index)
     batches = [indices[i:i + batch_size] for _, indices in sorted(groups.items())
                for i in range(0, len(indices), batch_size)]
     scores = np.full(len(items), np.nan)
@@ -68,6 +72,7 @@ def score_images(
                 rejects.append({"path": items[index].path, "stage": desc, "reason": reason})
             else:
                 kept.append(index)
+                image = degradation.apply(image)
                 tensors.append(to_normalised_tensor(center_crop(image, crop_size) if protocol == "center_crop"
                                                     else image))
         return kept, tensors

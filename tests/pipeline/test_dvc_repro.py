@@ -89,6 +89,16 @@ def test_exp_run_with_the_taef2_weight_pair_runs_the_whole_pipeline(project):
     assert json.loads((project / "metrics/eval.json").read_text())["n_fake"] > 0
 
 
+def test_exp_run_independent_batches_on_a_capped_subset(project):
+    run(["dvc", "exp", "run", "-S", "train.sync=false", "-S", "train.data_cap=10"], project)
+    state = json.loads((project / "metrics/train/metrics.json").read_text())
+    assert state["step"] >= 1 and "best_val_bacc" in state
+    import torch
+
+    checkpoint = torch.load(project / "data/model/last.pt", weights_only=True)
+    assert checkpoint["config"]["sync"] is False and checkpoint["config"]["data_cap"] == 10
+
+
 def test_exp_run_fetches_exactly_the_selected_coco_images_from_a_mirror(project, http):
     """`dvc exp run -S` on the coco source's url, count and seed; the archive comes from a local server."""
     from aligned_forensics.sources.common import select_names

@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import os
-from pathlib import Path
 
-import pytest
 import yaml
 
 from aligned_forensics.io import read_csv
-
-ROOT = Path(__file__).resolve().parents[2]
-ORDER = ("fetch", "autoencoder", "reconstruct", "manifest", "train", "threshold", "evaluate")
-
-
-def stage_main(name: str):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    """A folder where every stage has run once, in order, with the tiny params."""
-    from tests.conftest import TINY_PARAMS
-
-    folder = tmp_path_factory.mktemp("stages")
-    (folder / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
-    previous = os.getcwd()
-    os.chdir(folder)  # stages take repo-relative default paths, as under `dvc repro`
-    try:
-        for name in ORDER:
-            assert stage_main(name)([]) == 0, name
-    finally:
-        os.chdir(previous)
-    return folder
+from tests.stages.conftest import stage_main
 
 
 def test_every_stage_writes_its_outputs(workspace):
@@ -69,11 +39,15 @@ def test_metrics_are_computed_values(workspace):
         assert 0.0 <= evaluation[key] <= 1.0, key
     train = json.loads((workspace / "metrics/train/metrics.json").read_text())
     assert {"best_val_bacc", "best_epoch", "train_loss", "val_auc"} <= set(train)
-    roc = json.loads((workspace / "metrics/eval/roc.json").read_text())
+    roc = json.loads((workspace / "metrics/eval/roc/test.json").read_text())
     assert roc[0] == {"fpr": 0.0, "tpr": roc[0]["tpr"], "threshold": roc[0]["threshold"]} and roc[-1]["fpr"] == 1.0
-    for picture in ("metrics/eval/curves.png", "metrics/train/curves.png"):
+    for picture in ("metrics/eval/curves/test.png", "metrics/eval/sweeps.png", "metrics/train/curves.png"):
         assert (workspace / picture).read_bytes()[:4] == b"\x89PNG"
-    scores = read_csv(workspace / "data/evaluate/scores.csv")
+    report = (workspace / "metrics/report.md").read_text()
+    assert report.startswith("# tiny") and f"**{threshold['threshold']:.4f}**" in report
+    for link in ("reconstruct/pairs.png", "train/curves.png", "eval/curves/test.png", "eval/sweeps.png"):
+        assert f"]({link})" in report and (workspace / "metrics" / link).is_file()
+    scores = read_csv(workspace / "data/evaluate/test/scores.csv")
     assert len(scores) == evaluation["n_real"] + evaluation["n_fake"]
     called_fake = [row for row in scores if row["called"] == "fake"]
     assert all(float(row["logit"]) > evaluation["threshold"] for row in called_fake)

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aligned_forensics.errors import DataError
+from aligned_forensics.images import IMAGE_EXTENSIONS
 from aligned_forensics.params import require
 from aligned_forensics.sampling import seeded_subset
 from aligned_forensics.sources.common import LoadedImage, SourceContext, crop_to_multiple, safe_name, split_for
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)

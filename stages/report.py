@@ -1,0 +1,29 @@
+"""DVC stage `report`: metrics/report.md, one page with the data, pairs, training, threshold and test results."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
+
+from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.io import atomic_write_text  # noqa: E402
+from aligned_forensics.report import ReportConfig, build_report  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--metrics", type=Path, default=Path("metrics"))
+    parser.add_argument("--out", type=Path, default=Path("metrics/report.md"))
+
+    def body(args) -> str:
+        config = load_config(args.params, "report", ReportConfig)
+        atomic_write_text(args.out, build_report(config, metrics_dir=args.metrics))
+        return f"wrote {args.out}"
+
+    return run_stage("report", parser, body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

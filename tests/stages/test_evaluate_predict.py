@@ -1,0 +1,75 @@
+"""Evaluation on several test sets (folders, globs, odd files), robustness sweeps, and the predict CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from aligned_forensics.io import read_csv
+from aligned_forensics.predict import main as predict_main
+from tests.stages.conftest import stage_main
+
+
+@pytest.fixture
+def folders(workspace, tmp_path):
+    """A benchmark-like layout: real/ and per-generator fake folders, with a text file and a broken image."""
+    for row in read_csv(workspace / "data/manifest/test.csv"):
+        for column, folder in (("real_path", "bench/real"), ("fake_path", "bench/gen_a")):
+            target = tmp_path / folder / (workspace / row[column]).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(workspace / row[column], target)
+    (tmp_path / "bench/gen_a/readme.txt").write_text("not an image")
+    (tmp_path / "bench/gen_a/broken.png").write_bytes(b"\x89PNG broken")
+    return tmp_path / "bench"
+
+
+def run_evaluate(workspace, tmp_path, monkeypatch, test_sets):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["evaluate"]["test_sets"] = test_sets
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(workspace)  # manifests hold repository-relative paths; outputs go to tmp_path
+    return stage_main("evaluate")(["--params", str(tmp_path / "params.yaml"), "--metrics",
+                                   str(tmp_path / "metrics/eval.json"), "--plots", str(tmp_path / "metrics/eval"),
+                                   "--scores", str(tmp_path / "data/evaluate")])
+
+
+def test_several_test_sets_and_their_mean(workspace, folders, tmp_path, monkeypatch):
+    sets = [{"name": "test", "split": "test"},
+            {"name": "gen_a", "real": str(folders / "real"), "fake": str(folders / "gen_a")},
+            {"name": "gen_a_glob", "real": str(folders / "real" / "*.jpg"), "fake": str(folders / "gen_a/*.png")}]
+    assert run_evaluate(workspace, tmp_path, monkeypatch, sets) == 0
+    metrics = json.loads((tmp_path / "metrics/eval.json").read_text())
+    assert set(metrics["sets"]) == {"test", "gen_a", "gen_a_glob"}
+    assert metrics["sets"]["gen_a"]["ap"] == metrics["sets"]["test"]["ap"]  # the same images, found by folder
+    assert metrics["sets"]["gen_a"]["rejected"] == 1  # broken.png listed and excluded; readme.txt is not an image
+    assert metrics["ap"] == pytest.approx(sum(s["ap"] for s in metrics["sets"].values()) / 3)
+    assert "broken.png" in (tmp_path / "data/evaluate/gen_a/rejects.csv").read_text()
+    summary = (tmp_path / "metrics/eval/summary.md").read_text()
+    assert "| gen_a_glob |" in summary and "| **mean** |" in summary
+    sweeps = json.loads((tmp_path / "metrics/eval/sweeps.json").read_text())
+    assert set(sweeps) == {"jpeg-50", "webp-60", "resize-0.5"}
+    assert all(0 <= row["mean_p_fake_real"] <= 1 and row["n_real"] > 0 for row in sweeps.values())
+    assert json.loads((tmp_path / "metrics/eval/sweeps/resize.json").read_text())[0]["level"] == 0.5
+
+
+def test_a_set_without_fakes_is_named(workspace, folders, tmp_path, monkeypatch, caplog):
+    sets = [{"name": "test", "split": "test"},
+            {"name": "empty_fakes", "real": str(folders / "real"), "fake": str(folders / "nothing_here")}]
+    assert run_evaluate(workspace, tmp_path, monkeypatch, sets) == 2
+    assert "test set 'empty_fakes' has no fake images" in caplog.text
+
+
+def test_predict_scores_a_folder_with_odd_files(workspace, folders, tmp_path, capsys, caplog):
+    caplog.set_level("INFO")
+    out = tmp_path / "scores.csv"
+    assert predict_main([str(folders / "gen_a"), "--model", str(workspace / "data/bundle"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    rows = read_csv(out)
+    assert printed[0].split("\t") == ["path", "logit", "probability_fake", "called"] and len(printed) == len(rows) + 1
+    assert len(rows) == len(list((folders / "gen_a").glob("*.png"))) - 1  # broken.png skipped
+    assert "skipped" in caplog.text and "broken.png" in caplog.text and "(calibrated)" in caplog.text
+    threshold = json.loads((workspace / "metrics/threshold.json").read_text())["threshold"]
+    assert all((float(row["logit"]) > threshold) == (row["called"] == "fake") for row in rows)
