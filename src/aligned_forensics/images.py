@@ -28,11 +28,12 @@ def decode_rgb(source: Path | bytes) -> np.ndarray:
     channel is dropped (the colour values are kept as stored, not composited on a background)."""
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            image = ImageOps.exif_transpose(image)
+            if image.getexif().get(0x0112, 1) != 1:  # only then: exif_transpose copies even when nothing turns
+                image = ImageOps.exif_transpose(image)
             if image.mode in HIGH_DEPTH_MODES:
                 image = Image.fromarray(_to_8_bits(np.asarray(image)))
-            rgb = image.convert("RGB")
-            return np.asarray(rgb, dtype=np.uint8).copy()
+            rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even RGB -> RGB
+            return np.asarray(rgb, dtype=np.uint8)  # read-only view of one copy; writers copy first
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise ImageDecodeError(f"{type(error).__name__}: {error}") from error
 
