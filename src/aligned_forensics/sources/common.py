@@ -85,7 +85,7 @@ def names_from_list(names: Sequence[str], list_file: Path, *, what: str) -> list
     return sorted(set(resolved))  # type: ignore[arg-type]
 
 
-def crop_to_multiple(data: bytes, *, multiple: int, suffix: str) -> LoadedImage:
+def crop_to_multiple(data: bytes, *, multiple: int, suffix: str = "") -> LoadedImage:
     """Keep bytes verbatim when both sides are multiples of `multiple` (or it is 0); else crop losslessly.
 
     The crop keeps the top-left corner so the JPEG 8x8 block grid stays aligned with the image origin (a
@@ -94,6 +94,7 @@ def crop_to_multiple(data: bytes, *, multiple: int, suffix: str) -> LoadedImage:
     try:
         with Image.open(io.BytesIO(data)) as image:
             source_format = str(image.format or "unknown").lower()
+            suffix = suffix or suffix_for(source_format)  # "": named after the format (LSUN values have no name)
             width, height = image.size
             if image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # shown rotated by 90 degrees
                 width, height = height, width
@@ -114,15 +115,6 @@ def suffix_for(source_format: str) -> str:
     """File suffix for a Pillow format name."""
     return {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif", "gif": ".gif"}.get(
         source_format, ".img")
-
-
-def sniff_format(data: bytes) -> str:
-    """Pillow's format name for encoded bytes, from the header only ('unknown' when unreadable)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return str(image.format or "unknown").lower()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return "unknown"
 
 
 def check_archive_source(config: Any, *, key: str) -> None:

@@ -26,9 +26,7 @@ from aligned_forensics.sources.common import (
     remote_file,
     safe_name,
     select_names,
-    sniff_format,
     split_for,
-    suffix_for,
 )
 
 DEFAULT_URL = "http://dl.yf.io/lsun/scenes/"
@@ -121,4 +119,4 @@ class _KeyLoader:
             data = transaction.get(self.key.encode("ascii"))
         if data is None:
             raise DataError(f"key {self.key} vanished from {self.database.path()}; delete that folder and rerun")
-        return crop_to_multiple(data, multiple=self.multiple_of, suffix=suffix_for(sniff_format(data)))
+        return crop_to_multiple(data, multiple=self.multiple_of)  # one header read gives format and size
