@@ -24,6 +24,8 @@ TINY_PARAMS = {
     "manifest": {"verify_decode": True},
     "train": {"arch": "res18", "pretrained": "none", "seed": 17, "sync": True, "batch_size": 8, "data_cap": 0,
               "max_epochs": 2, "patience": 1, "workers": 0, "device": "cpu", "augment": {"crop_size": 32}},
+    "stay_positive": {"seed": 14, "sync": True, "batch_size": 8, "data_cap": 0, "max_epochs": 2, "patience": 1,
+                      "unfreeze_last_blocks": 0, "workers": 0, "device": "cpu"},
     "threshold": {"n_per_class": 5000, "seed": 0, "criterion": "bacc", "device": "cpu",
                   "scoring": {"protocol": "full", "batch_size": 8}},
     "evaluate": {"device": "cpu", "scoring": {"protocol": "full", "batch_size": 8},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
@@ -69,6 +70,27 @@ def write_training_png(path: Path, history: list[dict[str, float]], *, best_epoc
     val_axis.axvline(best_epoch, color="black", linestyle="--", label=f"best epoch {best_epoch}")
     val_axis.set(xlabel="epoch (0 = before training)", ylabel="validation", title="validation", ylim=(0, 1.02))
     val_axis.legend(loc="lower right")
+    save_figure(figure, path, title)
+
+
+def write_weights_png(path: Path, base_weights: np.ndarray, weights: np.ndarray, ranking: list[dict[str, Any]],
+                      *, title: str) -> None:
+    """Final-layer weights of the input and the stay-positive model, sorted, and the largest ones."""
+    plt = pyplot()
+    figure, (sorted_axis, top_axis) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=80)
+    sorted_axis.plot(np.sort(base_weights)[::-1], label=f"input model: {int((base_weights < 0).sum())} negative")
+    sorted_axis.plot(np.sort(weights)[::-1], label=f"stay-positive: {int((weights == 0).sum())} zero")
+    sorted_axis.axhline(0.0, color="grey", linestyle=":")
+    sorted_axis.set(xlabel="feature, sorted by weight", ylabel="final-layer weight", title="every weight")
+    sorted_axis.legend()
+    labels = [f"#{row['feature']}" for row in reversed(ranking)]
+    top_axis.barh(labels, [row["weight"] for row in reversed(ranking)], label="stay-positive")
+    top_axis.scatter([row["base_weight"] for row in reversed(ranking)], labels, color="black", marker="|", s=200,
+                     label="input model")
+    top_axis.axvline(0.0, color="grey", linestyle=":")
+    top_axis.set(xlabel="weight", ylabel="feature (channel of the last residual map)",
+                 title=f"the {len(ranking)} largest weights")
+    top_axis.legend(loc="lower right")
     save_figure(figure, path, title)
 
 

@@ -46,9 +46,20 @@ class Detector(ResNet):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised -> (N, C) features, >= 0 (each block ends in a ReLU, then an average)."""
+        return torch.flatten(self.avgpool(self.features(x)), 1)
+
+    def head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(N, C) pooled features -> (N,) logits: wᵀf + b."""
+        return self.fc(self.dropout(pooled)).squeeze(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.flatten(self.avgpool(self.features(x)), 1)  # (N, C)
-        return self.fc(self.dropout(pooled)).squeeze(1)  # (N,)
+        return self.head(self.pooled(x))
+
+    def residual_blocks(self) -> list[nn.Module]:
+        """Every residual block, input to output (16 in a ResNet-50, 8 in a ResNet-18)."""
+        return [block for layer in (self.layer1, self.layer2, self.layer3, self.layer4) for block in layer]
 
 
 def create_detector(arch: str, *, pretrained: str, seed: int) -> Detector:

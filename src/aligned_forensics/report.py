@@ -31,8 +31,7 @@ def build_report(config: ReportConfig, *, metrics_dir: Path) -> str:
              "", f"Autoencoder **{reconstruct['autoencoder']}** ({reconstruct['autoencoder_class']}, "
              f"{reconstruct['dtype']}): PSNR real vs reconstruction {reconstruct['psnr_mean']:.2f} dB mean, "
              f"{reconstruct['psnr_min']:.2f} dB min.", "", "![pairs](reconstruct/pairs.png)", "",
-             "## Training", "", f"Best validation balanced accuracy **{train['best_val_bacc']:.4f}** at epoch "
-             f"{train['best_epoch']} (AUC {train['best_val_auc']:.4f}, AP {train['best_val_ap']:.4f}).", "",
+             "## Training", "", best_epoch_line(train), "",
              "![training](train/curves.png)", "", "## Threshold", "",
              f"**{threshold['threshold']:.4f}** (logit; criterion `{threshold['criterion']}`) on "
              f"{threshold['n_real']:,} real + {threshold['n_fake']:,} fake validation images: balanced accuracy "
@@ -46,11 +45,56 @@ def build_report(config: ReportConfig, *, metrics_dir: Path) -> str:
         lines += [f"| {label} | {row['mean_p_fake_real']:.3f} | {row['mean_p_fake_fake']:.3f} | {row['bacc']:.4f} | "
                   f"{row['ap']:.4f} |" for label, row in sweeps.items()]
         lines += ["", "![robustness](eval/sweeps.png)"]
+    if (metrics_dir / "stay_positive" / "eval.json").is_file():
+        lines += stay_positive_section(read, base=evaluation, base_sweeps=sweeps)
     return "\n".join(lines) + "\n"
 
 
+COMPARED = ("ap", "auc", "bacc", "real_acc", "fake_acc", "bacc_at_0", "tpr_at_5pct_fpr")
+
+
+def stay_positive_section(read, *, base: dict[str, Any], base_sweeps: dict[str, Any]) -> list[str]:
+    """The stay-positive model beside the base model: training, final-layer weights, test sets, robustness."""
+    train, weights = read("stay_positive/train/metrics.json"), read("stay_positive/weights/summary.json")
+    threshold, positive = read("stay_positive/threshold.json"), read("stay_positive/eval.json")
+    top = read("stay_positive/weights/top.json")
+    lines = ["", "## Stay-Positive", "",
+             f"The final layer retrained with weights ≥ 0 on the frozen backbone: **{weights['positive']:,}** of "
+             f"{weights['features']:,} weights positive, {weights['zero']:,} zero, {weights['negative']} negative, "
+             f"bias {weights['bias']:.4f} (the input model had {weights['base_negative']:,} negative weights: features "
+             f"that voted *real*). {best_epoch_line(train)} Calibrated threshold {threshold['threshold']:.4f} "
+             f"(validation balanced accuracy {threshold['bacc']:.4f}).", "",
+             "Base model → stay-positive model, each at its own calibrated threshold:", "",
+             "| set | " + " | ".join(COMPARED) + " |", "|" + " --- |" * (len(COMPARED) + 1)]
+    for name, values in [*base["sets"].items(), ("**mean**", base)]:
+        other = positive["sets"].get(name) if name in base["sets"] else positive
+        if other is not None:
+            lines.append(f"| {name} | " + " | ".join(f"{values[c]:.4f} → {other[c]:.4f}" for c in COMPARED) + " |")
+    positive_sweeps = read("stay_positive/eval/sweeps.json", missing_ok=True)
+    if base_sweeps and positive_sweeps:
+        columns = ("bacc", "ap", "mean_p_fake_real", "mean_p_fake_fake")
+        lines += ["", "| level | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
+        lines += [f"| {label} | " + " | ".join(f"{row[c]:.4f} → {positive_sweeps[label][c]:.4f}" for c in columns)
+                  + " |" for label, row in base_sweeps.items() if label in positive_sweeps]
+        lines += ["", "![stay-positive robustness](stay_positive/eval/sweeps.png)"]
+    lines += ["", f"The {len(top)} largest final-layer weights (feature = channel of the last residual map):", "",
+              "| rank | feature | weight | input model's weight |", "| --- | --- | --- | --- |"]
+    lines += [f"| {row['rank']} | {row['feature']} | {row['weight']:.5f} | {row['base_weight']:.5f} |" for row in top]
+    lines += ["", "![final layer](stay_positive/weights/weights.png)", "",
+              "![stay-positive training](stay_positive/train/curves.png)"]
+    lines += [f"![{name}, stay-positive](stay_positive/eval/curves/{name}.png)" for name in positive["sets"]]
+    return lines
+
+
+def best_epoch_line(train: dict[str, Any]) -> str:
+    """Which epoch became best.pt, by which validation metric, and its scores."""
+    return (f"Best epoch **{train['best_epoch']}** (chosen by validation {train.get('selected_by', 'bacc')}): "
+            f"balanced accuracy at logit 0 {train['best_val_bacc']:.4f}, AUC {train['best_val_auc']:.4f}, "
+            f"AP {train['best_val_ap']:.4f}.")
+
+
 def _reader(metrics_dir: Path):
-    def read(name: str, *, missing_ok: bool = False) -> dict[str, Any]:
+    def read(name: str, *, missing_ok: bool = False) -> Any:
         path = metrics_dir / name
         if missing_ok and not path.is_file():
             return {}

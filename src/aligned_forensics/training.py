@@ -7,9 +7,10 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -37,11 +38,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """params.yaml `train`."""
+class LoopConfig:
+    """The optimisation and schedule keys shared by `train` and `stay_positive` (named after `section`)."""
 
-    arch: Architecture = "res50nodown"
-    pretrained: Pretrained = "imagenet"
+    section: ClassVar[str] = "train"
     seed: int = 17
     sync: bool = True  # batch = B reals + their B reconstructions, one augmentation draw per pair
     batch_size: int = 32  # pairs per batch when sync (2B images), images per batch otherwise
@@ -51,7 +51,8 @@ class TrainConfig:
     beta2: float = 0.999
     weight_decay: float = 0.0
     max_epochs: int = 1000
-    patience: int = 10  # epochs without a val balanced-accuracy gain > delta before LR x lr_decay
+    select_by: Literal["bacc", "auc", "ap"] = "bacc"  # validation metric for best.pt and the schedule (bacc: at 0)
+    patience: int = 10  # epochs without a gain > delta in that metric before LR x lr_decay
     delta: float = 0.001
     lr_decay: float = 0.1
     min_lr: float = 1e-6  # stop when the decayed LR would fall below this
@@ -59,24 +60,34 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = True
     mixed_precision: bool = False  # bfloat16 autocast on CUDA (ignored on CPU)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        require(self.batch_size >= 1, "train.batch_size", "an integer >= 1", self.batch_size)
-        require(self.data_cap >= 0, "train.data_cap", "an integer >= 0 (0 = all pairs)", self.data_cap)
-        require(self.lr > 0, "train.lr", "a number > 0", self.lr)
-        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1/beta2", "values in [0, 1)",
+        key = self.section
+        require(self.batch_size >= 1, f"{key}.batch_size", "an integer >= 1", self.batch_size)
+        require(self.data_cap >= 0, f"{key}.data_cap", "an integer >= 0 (0 = all pairs)", self.data_cap)
+        require(self.lr > 0, f"{key}.lr", "a number > 0", self.lr)
+        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"{key}.beta1/beta2", "values in [0, 1)",
                 (self.beta1, self.beta2))
-        require(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
-        require(self.max_epochs >= 1, "train.max_epochs", "an integer >= 1", self.max_epochs)
-        require(self.patience >= 1, "train.patience", "an integer >= 1", self.patience)
-        require(0 < self.lr_decay < 1, "train.lr_decay", "a factor in (0, 1)", self.lr_decay)
-        require(0 < self.min_lr <= self.lr, "train.min_lr", f"in (0, lr={self.lr}]", self.min_lr)
-        require(self.workers >= 0, "train.workers", "an integer >= 0", self.workers)
+        require(self.weight_decay >= 0, f"{key}.weight_decay", ">= 0", self.weight_decay)
+        require(self.max_epochs >= 1, f"{key}.max_epochs", "an integer >= 1", self.max_epochs)
+        require(self.patience >= 1, f"{key}.patience", "an integer >= 1", self.patience)
+        require(self.delta >= 0, f"{key}.delta", "a number >= 0", self.delta)
+        require(0 < self.lr_decay < 1, f"{key}.lr_decay", "a factor in (0, 1)", self.lr_decay)
+        require(0 < self.min_lr <= self.lr, f"{key}.min_lr", f"in (0, lr={self.lr}]", self.min_lr)
+        require(self.workers >= 0, f"{key}.workers", "an integer >= 0", self.workers)
 
-    def fingerprint(self, *manifests: Path) -> str:
-        """What a resumed run must share with the interrupted one: every param and the data lists."""
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode())
+
+@dataclass(frozen=True)
+class TrainConfig(LoopConfig):
+    """params.yaml `train`."""
+
+    arch: Architecture = "res50nodown"
+    pretrained: Pretrained = "imagenet"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def fingerprint(self, *manifests: Path, record: dict[str, Any] | None = None) -> str:
+        """What a resumed run must share with the interrupted one: every param, the data lists, the start."""
+        digest = hashlib.sha256(json.dumps(asdict(self) | (record or {}), sort_keys=True, default=str).encode())
         for manifest in manifests:
             digest.update(Path(manifest).read_bytes())
         return digest.hexdigest()
@@ -110,6 +121,16 @@ class EarlyStopping:
 
 
 @dataclass(frozen=True)
+class Retrain:
+    """How a second training stage differs from training from scratch (the stay-positive retrain)."""
+
+    model: torch.nn.Module  # the starting weights; parameters that must not move have requires_grad False
+    record: dict[str, Any]  # saved in each checkpoint's config and part of the resume fingerprint
+    train_mode: Callable[[torch.nn.Module], None]  # e.g. frozen modules (and their batch norms) stay in eval mode
+    after_step: Callable[[torch.nn.Module], None]  # e.g. a projection of the weights after every optimiser step
+
+
+@dataclass(frozen=True)
 class Ranks:
     """This process's place among torchrun's processes: each takes every world-th item of an epoch."""
 
@@ -138,7 +159,7 @@ def make_train_loader(config: TrainConfig, manifest: Path, ranks: Ranks = Ranks(
 
 @torch.inference_mode()
 def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
-    """Balanced accuracy at logit 0 (the early-stopping metric), AUC and AP on centre crops."""
+    """Balanced accuracy at logit 0 (the paper's early-stopping metric), AUC and AP on centre crops."""
     model.eval()
     scores, labels = [], []
     for images, batch_labels in loader:
@@ -149,19 +170,24 @@ def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
 
 
 def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: Path, model_dir: Path, live: Any,
-                   ranks: Ranks = Ranks(), device: torch.device | None = None
+                   ranks: Ranks = Ranks(), device: torch.device | None = None, retrain: Retrain | None = None
                    ) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """Train, validating before the first epoch and after each; write best.pt and last.pt (rank 0).
 
-    Resumes from model_dir/last.pt when it was written by the same params and data. Returns (summary, one
-    row per epoch: epoch, train_loss, lr, val_bacc, val_auc, val_ap)."""
+    Starts from `retrain.model` when given (else a fresh detector). Resumes from model_dir/last.pt when it
+    was written by the same params and data. Returns (summary, one row per epoch: epoch, train_loss, lr,
+    val_bacc, val_auc, val_ap)."""
     device = device or pick_device(config.device)
-    fingerprint = config.fingerprint(train_manifest, val_manifest)
-    model = create_detector(config.arch, pretrained=config.pretrained, seed=config.seed).to(device)
+    record = {"retrain": retrain.record} if retrain else {}
+    fingerprint = config.fingerprint(train_manifest, val_manifest, record=record)
+    model = retrain.model if retrain else create_detector(config.arch, pretrained=config.pretrained, seed=config.seed)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
+    model = model.to(device).to(memory_format=memory_format)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, betas=(config.beta1, config.beta2),
                                  weight_decay=config.weight_decay)
+    train_mode = retrain.train_mode if retrain else _train_mode
+    after_step = retrain.after_step if retrain else _no_projection
     schedule = EarlyStopping(config.patience, config.delta, config.lr_decay, config.min_lr)
     state = _resume_state(model_dir / "last.pt", fingerprint)
     if state:
@@ -189,10 +215,13 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
     while not stop and epoch < config.max_epochs:
         epoch += 1
         loss = _train_one_epoch(model, train_loader, sampler, optimizer, epoch, device, memory_format,
-                                autocast=config.mixed_precision and device.type == "cuda") \
+                                autocast=config.mixed_precision and device.type == "cuda", train_mode=train_mode,
+                                after_step=after_step) \
             if epoch > 0 else float("nan")
         scores = validate(model, val_loader, device)  # every rank: identical weights, identical decisions
-        improved, lr, stop = schedule.step(scores["val_bacc"], lr)
+        # a retrain's epoch 0 is its zero-initialised start (a constant score): logged, never the best model
+        selected = scores[f"val_{config.select_by}"]
+        improved, lr, stop = schedule.step(selected, lr) if epoch or not retrain else (False, lr, False)
         for group in optimizer.param_groups:
             group["lr"] = lr
         if ranks.rank == 0:
@@ -202,15 +231,17 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
             best = {"epoch": epoch, **scores}
         if ranks.rank == 0:
             if improved:
-                save_checkpoint(model_dir / "best.pt", model, config=asdict(config), epoch=epoch, metrics=scores)
+                save_checkpoint(model_dir / "best.pt", model, config=asdict(config) | record, epoch=epoch,
+                                metrics=scores)
             training_state = {"fingerprint": fingerprint, "epoch": epoch, "lr": lr, "best": best, "history": history,
                               "schedule": schedule.state(), "optimizer": optimizer.state_dict(),
                               "rng": torch.get_rng_state(), "finished": stop or epoch >= config.max_epochs}
-            save_checkpoint(model_dir / "last.pt", model, config=asdict(config), epoch=epoch, metrics=scores,
-                            training_state=training_state)
+            save_checkpoint(model_dir / "last.pt", model, config=asdict(config) | record, epoch=epoch,
+                            metrics=scores, training_state=training_state)
     if stop:
         log.info("learning rate would fall below %g: stopped after epoch %d", config.min_lr, epoch)
-    summary = {"epochs": epoch, "best_epoch": best["epoch"], "best_val_bacc": best["val_bacc"],
+    summary = {"epochs": epoch, "best_epoch": best["epoch"], "selected_by": config.select_by,
+               "best_val_bacc": best["val_bacc"],
                "best_val_auc": best["val_auc"], "best_val_ap": best["val_ap"], "final_lr": lr,
                "train_seconds": time.perf_counter() - started}
     return summary, history
@@ -230,8 +261,18 @@ def _resume_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
     return state
 
 
-def _train_one_epoch(model, loader, sampler, optimizer, epoch, device, memory_format, *, autocast: bool) -> float:
+def _train_mode(model: torch.nn.Module) -> None:
     model.train()
+
+
+def _no_projection(model: torch.nn.Module) -> None:
+    pass
+
+
+def _train_one_epoch(model, loader, sampler, optimizer, epoch, device, memory_format, *, autocast: bool,
+                     train_mode: Callable[[torch.nn.Module], None],
+                     after_step: Callable[[torch.nn.Module], None]) -> float:
+    train_mode(model)
     sampler.set_epoch(epoch)
     criterion = torch.nn.BCEWithLogitsLoss()
     losses = []
@@ -243,6 +284,7 @@ def _train_one_epoch(model, loader, sampler, optimizer, epoch, device, memory_fo
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        after_step(model)
         losses.append(loss.item())
     return float(np.mean(losses))
 

@@ -46,11 +46,12 @@ def project(tmp_path_factory) -> Path:
 
 
 def test_repro_produces_every_metrics_file(project):
-    for name in ("fetch", "reconstruct", "manifest", "threshold", "eval", "train/metrics"):
+    for name in ("fetch", "reconstruct", "manifest", "threshold", "eval", "train/metrics", "stay_positive/eval",
+                 "stay_positive/threshold", "stay_positive/train/metrics", "stay_positive/weights/summary"):
         metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
         assert metrics, name
     shown = run(["dvc", "metrics", "show", "--json"], project).stdout
-    assert "metrics/eval.json" in shown and "bacc" in shown
+    assert "metrics/eval.json" in shown and "bacc" in shown and "metrics/stay_positive/eval.json" in shown
 
 
 def test_second_repro_runs_nothing(project):

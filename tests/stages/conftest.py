@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-ORDER = ("fetch", "autoencoder", "reconstruct", "manifest", "train", "threshold", "evaluate", "report")
+
+
+def pipeline_commands() -> list[tuple[str, str, list[str]]]:
+    """(stage, script, argv) of every dvc.yaml stage in file order (pipeline order), exactly as DVC runs them."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    commands = []
+    for name, stage in stages.items():
+        words = shlex.split(stage["cmd"])  # python stages/<script>.py --flag value ...
+        commands.append((name, Path(words[1]).stem, words[2:]))
+    return commands
 
 
 def stage_main(name: str):
@@ -31,8 +41,8 @@ def workspace(tmp_path_factory) -> Path:
     previous = os.getcwd()
     os.chdir(folder)  # stages take repo-relative default paths, as under `dvc repro`
     try:
-        for name in ORDER:
-            assert stage_main(name)([]) == 0, name
+        for name, script, argv in pipeline_commands():
+            assert stage_main(script)(argv) == 0, name
     finally:
         os.chdir(previous)
     return folder

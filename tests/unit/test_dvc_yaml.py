@@ -53,8 +53,12 @@ def test_stage_script_and_every_library_module_it_imports_are_deps(name):
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_each_stage_declares_exactly_its_own_whole_section(name):
+    """A stage reads the section named after its script (the stay-positive model's threshold and evaluate
+    stages run the same scripts, with the same protocol, as the base model's)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert STAGES[name]["params"] == [name] and name in params
+    section = re.search(r"python stages/(\w+)\.py", STAGES[name]["cmd"]).group(1)
+    assert STAGES[name]["params"] == [section] and section in params
+    assert name == section or name == f"stay_positive_{section}"
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))

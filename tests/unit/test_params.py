@@ -15,14 +15,16 @@ from aligned_forensics.fetch import FetchConfig
 from aligned_forensics.manifest import ManifestConfig
 from aligned_forensics.params import build_config, load_section
 from aligned_forensics.reconstruct import ReconstructConfig
+from aligned_forensics.report import ReportConfig
 from aligned_forensics.sources import plan_source, source_config
 from aligned_forensics.sources.common import SourceContext
+from aligned_forensics.stay_positive import StayPositiveConfig
 from aligned_forensics.training import TrainConfig
 from tests.conftest import REPO_ROOT
 
 STAGE_CONFIGS = {"fetch": FetchConfig, "autoencoder": AutoencoderConfig, "reconstruct": ReconstructConfig,
                  "manifest": ManifestConfig, "train": TrainConfig, "threshold": ThresholdConfig,
-                 "evaluate": EvaluateConfig}
+                 "evaluate": EvaluateConfig, "stay_positive": StayPositiveConfig, "report": ReportConfig}
 
 
 @dataclass(frozen=True)
