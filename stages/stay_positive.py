@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from aligned_forensics.checkpoints import load_detector  # noqa: E402
 from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
 from aligned_forensics.curves import write_points, write_weights_png  # noqa: E402
-from aligned_forensics.io import write_json  # noqa: E402
+from aligned_forensics.io import remove_partials, write_json  # noqa: E402
 from aligned_forensics.launch import run_training  # noqa: E402
 from aligned_forensics.stay_positive import StayPositiveConfig, inspect_weights, train_stay_positive  # noqa: E402
 
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.params, "stay_positive", StayPositiveConfig)
 
         def fit(live, ranks, device):
+            if ranks.rank == 0:
+                remove_partials(args.out)  # a killed checkpoint write; data/stay_positive/model persists
             return train_stay_positive(config, model_path=args.model, train_manifest=args.manifest / "train.csv",
                                        val_manifest=args.manifest / "val.csv", model_dir=args.out, live=live,
                                        ranks=ranks, device=device)

@@ -56,6 +56,8 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         key = "train.augment"
         require(self.crop_size >= 8, f"{key}.crop_size", "an integer >= 8", self.crop_size)
+        require(self.resized_crop_output >= 1, f"{key}.resized_crop_output", "an integer >= 1",
+                self.resized_crop_output)
         for name in ("resized_crop_prob", "jitter_prob", "grayscale_prob", "cutout_prob", "noise_prob", "blur_prob",
                      "jpeg_prob", "rot90_prob", "flip_prob"):
             value = getattr(self, name)
@@ -68,7 +70,7 @@ class AugmentConfig:
             require(0 <= getattr(self, name) < 1, f"{key}.{name}", "in [0, 1)", getattr(self, name))
         require(0 <= self.hue <= 0.5, f"{key}.hue", "in [0, 0.5]", self.hue)
         require(self.blur_sigma_max >= 0, f"{key}.blur_sigma_max", ">= 0", self.blur_sigma_max)
-        require(1 <= self.jpeg_quality_min <= self.jpeg_quality_max <= 100, f"{key}.jpeg_quality_min/max",
+        require(1 <= self.jpeg_quality_min <= self.jpeg_quality_max <= 100, f"{key}.jpeg_quality_min/jpeg_quality_max",
                 "1 <= min <= max <= 100", (self.jpeg_quality_min, self.jpeg_quality_max))
         require(len(self.jpeg_methods) >= 1 and set(self.jpeg_methods) <= {"cv2", "pil"}, f"{key}.jpeg_methods",
                 "a non-empty list of cv2 and/or pil", self.jpeg_methods)

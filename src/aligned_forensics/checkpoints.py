@@ -7,6 +7,9 @@ the head called `fc`) for evaluation: their architecture is `res50nodown` unless
 from __future__ import annotations
 
 import io
+import pickle
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +33,22 @@ def save_checkpoint(path: Path, model: torch.nn.Module, *, config: dict[str, Any
     if training_state is not None:
         payload["training_state"] = training_state
     buffer = io.BytesIO()
-    torch.save(payload, buffer)
+    torch.save(_canonical(payload), buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def _canonical(value: Any) -> Any:
+    """A copy whose pickle bytes depend on the content alone: equal strings become one object, no container
+    is shared. Pickle writes a string again or refers back to it by object identity, so a resumed run's
+    last.pt (history read from the old file, new rows from code literals) differed in bytes, and so in its
+    DVC hash, from an uninterrupted run's, with every value equal."""
+    if type(value) is str:
+        return sys.intern(value)
+    if type(value) is dict:
+        return {_canonical(key): _canonical(item) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_canonical(item) for item in value)
+    return value
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -40,8 +57,18 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} not found: run `dvc repro train` first")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated file, or a pickle with code in it
-        raise UserError(f"{path} is not a loadable checkpoint: {type(error).__name__}: {error}") from None
+    except Exception as error:  # truncated, not a torch file, or a pickle naming code
+        text = str(error)
+        unsupported = re.search(r"Unsupported global: GLOBAL [\w.]+", text)
+        if isinstance(error, pickle.UnpicklingError) and unsupported:  # torch's own text advises weights_only=False
+            raise UserError(f"refused to load {path}: it holds pickled Python objects other than tensors and "
+                            f"plain containers ({unsupported.group(0)}), which could run code; nothing in it "
+                            "was run. Re-save it as a plain state dict (torch.save(model.state_dict(), ...)) "
+                            "where its origin is trusted") from None
+        detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
+        raise UserError(f"{path} is not a loadable checkpoint ({type(error).__name__}: "
+                        f"{detail.group(1) if detail else text.split('. ')[0]}); it may be truncated or not a "
+                        "torch file: rerun the stage that writes it") from None
     if not isinstance(payload, dict):
         raise UserError(f"{path} holds a {type(payload).__name__}, not a checkpoint dict")
     return payload
@@ -73,5 +100,5 @@ def write_bundle(model_path: Path, threshold: dict[str, Any], out: Path) -> None
     """The model and its calibrated threshold in one file (what `predict` and users ship)."""
     payload = read_checkpoint(model_path) | {"threshold": threshold}
     buffer = io.BytesIO()
-    torch.save(payload, buffer)
+    torch.save(_canonical(payload), buffer)
     atomic_write_bytes(out, buffer.getvalue())

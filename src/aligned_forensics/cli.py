@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from aligned_forensics.errors import UserError
+from aligned_forensics.io import NO_SPACE, disk_full
 from aligned_forensics.params import build_config, load_section
 
 T = TypeVar("T")
@@ -33,7 +34,7 @@ def load_config(params_path: Path, section: str, config_class: type[T]) -> T:
 def run_stage(
     name: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], str], argv: Sequence[str] | None
 ) -> int:
-    """Parse argv, run `body` (which returns a one-line summary) and map UserError to exit code 2."""
+    """Parse argv, run `body` (which returns a one-line summary) and map UserError (and a full disk) to exit 2."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("AF_LOGLEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -42,6 +43,12 @@ def run_stage(
         summary = body(args)
     except UserError as error:
         log.error("%s failed: %s", name, error)
+        return 2
+    except OSError as error:
+        if error.errno not in NO_SPACE:
+            raise
+        # a writer outside io.py (dvclive, a library) ran out of space: the same message, not a traceback
+        log.error("%s failed: %s", name, disk_full(error))
         return 2
     log.info("%s done in %.1f s: %s", name, time.perf_counter() - started, summary)
     return 0

@@ -48,6 +48,8 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         self.scoring.check("evaluate.scoring")
+        for index, test_set in enumerate(self.test_sets):
+            test_set.check(f"evaluate.test_sets[{index}]")
         names = [test_set.name for test_set in self.test_sets]
         require(len(names) >= 1 and len(set(names)) == len(names), "evaluate.test_sets",
                 "at least one set, names unique", names)

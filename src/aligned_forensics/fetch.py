@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 INDEX_COLUMNS = ("stem", "split", "source", "path", "width", "height", "format", "source_format", "processing",
                  "origin")
 REJECT_COLUMNS = ("path", "stage", "reason")
+MIN_SIDE = 8  # smaller reals are rejected: nothing to reconstruct or detect in less than one latent
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,11 @@ def _write_image(item: PlannedImage, staging: Path) -> tuple[Path, dict[str, Any
         return error
     relative = Path(item.split) / f"{item.stem}{loaded.suffix}"
     atomic_write_bytes(staging / relative, loaded.data)
-    try:
-        width, height, image_format = image_header(staging / relative)
+    try:  # the size every later stage decodes (EXIF-rotated photos swap their sides)
+        width, height, image_format = image_header(staging / relative, as_displayed=True)
+        if min(width, height) < MIN_SIDE:
+            raise ImageDecodeError(f"{width}x{height} is smaller than the {MIN_SIDE}-pixel minimum side (an "
+                                   "autoencoder latent covers 8x8 pixels)")
     except ImageDecodeError as error:
         (staging / relative).unlink()  # rejected, so not part of the dataset
         return error

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import re
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -14,28 +17,55 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")  # compared case-insensitively
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # single-channel modes with more than 8 bits
 PNG_COMPRESS_LEVEL = 1  # lossless at any level; 1 is the fast end
+# Pillow's own decompression-bomb guard (Image.MAX_IMAGE_PIXELS, ~89.5 Mpx) only warns up to twice this; we
+# refuse anything above it before a pixel is decoded (a 1-bit PNG of that size is a few kB on disk).
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
 class ImageDecodeError(Exception):
     """An image file that cannot be decoded; the message is the reason written to rejects.csv."""
 
 
+@contextlib.contextmanager
+def open_image(source: Path | bytes) -> Iterator[Image.Image]:
+    """Open one still image lazily (header only), refusing decompression bombs and animations first.
+
+    Every Pillow failure inside the block (truncation, corrupt data) becomes an ImageDecodeError."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageDecodeError(_bomb_reason(width * height, f"{width}x{height} = "))
+            if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":  # MPO: a camera JPEG + its previews
+                raise ImageDecodeError(f"animated or multi-frame {image.format} ({image.n_frames} frames): only "
+                                       "still images are used; save the frame you want as PNG")
+            yield image
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # Pillow's guard was first
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        raise ImageDecodeError(_bomb_reason(int(pixels.group(1))) if pixels else f"refused: {error}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
+        raise ImageDecodeError(f"{type(error).__name__}: {error}") from error
+
+
+def _bomb_reason(pixels: int, prefix: str = "") -> str:
+    return (f"{prefix}{pixels:,} pixels is over the limit of {MAX_PIXELS:,} pixels (a possible decompression "
+            "bomb): refused without decoding")
+
+
 def decode_rgb(source: Path | bytes) -> np.ndarray:
     """Decode a file (or its bytes) to an (H, W, 3) uint8 RGB array, the one way every stage does it.
 
-    EXIF orientation is applied first. Then: 16-bit and 32-bit grey levels are scaled to 8 bits (not clipped,
-    as Pillow's own conversion would); grey, palette and CMYK are converted to RGB by Pillow; an alpha
-    channel is dropped (the colour values are kept as stored, not composited on a background)."""
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            if image.getexif().get(0x0112, 1) != 1:  # only then: exif_transpose copies even when nothing turns
-                image = ImageOps.exif_transpose(image)
-            if image.mode in HIGH_DEPTH_MODES:
-                image = Image.fromarray(_to_8_bits(np.asarray(image)))
-            rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even RGB -> RGB
-            return np.asarray(rgb, dtype=np.uint8)  # read-only view of one copy; writers copy first
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise ImageDecodeError(f"{type(error).__name__}: {error}") from error
+    Refused (ImageDecodeError) before decoding: more than MAX_PIXELS pixels, or more than one frame (animated
+    GIF/PNG/WebP, multi-page TIFF). EXIF orientation is applied first. Then: 16-bit and 32-bit grey levels are
+    scaled to 8 bits (not clipped, as Pillow's own conversion would); grey, palette and CMYK are converted to
+    RGB by Pillow; an alpha channel is dropped (the colour values are kept as stored, not composited)."""
+    with open_image(source) as image:
+        if image.getexif().get(0x0112, 1) != 1:  # only then: exif_transpose copies even when nothing turns
+            image = ImageOps.exif_transpose(image)
+        if image.mode in HIGH_DEPTH_MODES:
+            image = Image.fromarray(_to_8_bits(np.asarray(image)))
+        rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even RGB -> RGB
+        return np.asarray(rgb, dtype=np.uint8)  # read-only view of one copy; writers copy first
 
 
 def _to_8_bits(levels: np.ndarray) -> np.ndarray:
@@ -67,15 +97,26 @@ def decode_expected(path: Path, *, height: int, width: int) -> tuple[np.ndarray 
 def image_header(path: Path, *, as_displayed: bool = False) -> tuple[int, int, str]:
     """Return (width, height, format) from the file header, without decoding pixels.
 
-    as_displayed: the size decode_rgb returns (sides swapped when EXIF orientation turns the image)."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if as_displayed and image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-                width, height = height, width
-            return width, height, str(image.format or "unknown").lower()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise ImageDecodeError(f"{type(error).__name__}: {error}") from error
+    as_displayed: the size decode_rgb returns (sides swapped when EXIF orientation turns the image).
+    Decompression bombs and animations are refused here already, as in decode_rgb."""
+    with open_image(path) as image:
+        width, height = image.size
+        if as_displayed and header_orientation(image) in (5, 6, 7, 8):
+            width, height = height, width
+        return width, height, str(image.format or "unknown").lower()
+
+
+def header_orientation(image: Image.Image) -> int:
+    """EXIF orientation (1 = upright) without decoding pixels. A PNG's eXIf chunk is only seen when it
+    comes before the image data (as the PNG spec asks): Pillow's getexif() would decode the whole PNG."""
+    if image.format == "PNG":
+        exif = image.info.get("exif")
+        if not exif:
+            return 1
+        parsed = Image.Exif()
+        parsed.load(exif)
+        return int(parsed.get(0x0112, 1))
+    return int(image.getexif().get(0x0112, 1))
 
 
 def encode_jpeg(pixels: np.ndarray, *, quality: int) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
@@ -13,20 +14,58 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from aligned_forensics.errors import DataError
+from aligned_forensics.errors import DataError, UserError
 
 PARTIAL_SUFFIX = ".partial"
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or a full quota on it
+
+
+class DiskFullError(UserError):
+    """A write failed because the disk (or the user's quota) is full; the message names the path."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temp file in the same folder, then rename into place."""
+    """Write `data` to `path` through a temp file in the same folder, then rename into place.
+
+    On any failure the temp file is removed and `path` keeps its old content; a full disk is a DiskFullError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + PARTIAL_SUFFIX)
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-    # os.replace breaks a DVC cache hardlink instead of writing through it.
-    os.replace(temporary, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        # os.replace breaks a DVC cache hardlink instead of writing through it.
+        os.replace(temporary, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            raise disk_full(error, path, needed=len(data)) from None
+        raise
+
+
+def disk_full(error: OSError, path: Path | None = None, *, needed: int | None = None) -> DiskFullError:
+    """The one message for a full disk: which file, how much space is left there, and what to free."""
+    path = Path(path or error.filename or ".")
+    existing = next((p for p in [path, *path.absolute().parents] if p.exists()), Path("/"))
+    free = shutil.disk_usage(existing).free
+    wanted = f" ({needed:,} bytes)" if needed is not None else ""
+    return DiskFullError(f"disk full: could not write {path}{wanted}, {free / 2**20:,.1f} MiB left on the disk that "
+                         f"holds {existing} ({os.strerror(error.errno or errno.ENOSPC)}). Free space there "
+                         "(`dvc gc -w` drops cache objects no longer used, archives in data/downloads can go once "
+                         "fetched, old `dvc exp` runs hold outputs too) or move the folder to a larger disk, "
+                         "then rerun")
+
+
+def remove_partials(folder: Path) -> list[Path]:
+    """Delete the temp files a killed write left directly in `folder` (they would be cached as outputs)."""
+    found = sorted(Path(folder).glob(f"*{PARTIAL_SUFFIX}")) if Path(folder).is_dir() else []
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return found
 
 
 def atomic_write_text(path: Path, text: str) -> None:

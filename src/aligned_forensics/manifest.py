@@ -49,8 +49,8 @@ def pair_by_stem(
 def check_pair(real: Path, fake: Path, *, verify_decode: bool) -> tuple[dict[str, Any], str | None]:
     """Read both headers (and pixels if asked); return (facts, reason to reject or None)."""
     try:
-        real_width, real_height, real_format = image_header(real)
-        fake_width, fake_height, fake_format = image_header(fake)
+        real_width, real_height, real_format = image_header(real, as_displayed=True)  # EXIF-rotated: as decoded
+        fake_width, fake_height, fake_format = image_header(fake, as_displayed=True)
         if verify_decode:
             decode_rgb(real)
             decode_rgb(fake)

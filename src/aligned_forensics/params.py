@@ -1,9 +1,14 @@
-"""Read one params.yaml section into a frozen dataclass, failing early with the key's name."""
+"""Read one params.yaml section into a frozen dataclass, failing early with the key's name.
+
+Rules for every section: numbers are finite (no .nan/.inf) and every key named `seed` is an integer >= 0.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -102,16 +107,18 @@ def _convert_scalar(value: Any, hint: Any, key: str) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ParamsError(f"params key '{key}': expected an integer, got {value!r}")
+        if key.rsplit(".", 1)[-1] == "seed" and value < 0:  # numpy's SeedSequence fails on it mid-run
+            raise ParamsError(f"params key '{key}': expected an integer >= 0, got {value!r}")
         return value
     if hint is float:
         # YAML reads `1e-4` as a string (YAML 1.1); accept it since users write it that way.
         if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+            with contextlib.suppress(ValueError):  # not a number: reported just below
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ParamsError(f"params key '{key}': expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .nan/.inf: no key means anything by them
+            raise ParamsError(f"params key '{key}': expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

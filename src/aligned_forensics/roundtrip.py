@@ -41,8 +41,8 @@ def posterior_noise(seeds: Sequence[int], shape: Sequence[int], *, device: torch
 def roundtrip(model: torch.nn.Module, pixels: torch.Tensor, *, seeds: Sequence[int], sample: str) -> torch.Tensor:
     """(N, 3, H, W) uint8 -> (N, 3, H, W) uint8: encode, sample or take the mode, decode, round.
 
-    Sides that are not a multiple of the model's factor are reflect-padded and the output cropped back, so
-    the fake has exactly the real's size."""
+    Sides that are not a multiple of the model's factor are reflect-padded (edge-replicated when a side is not
+    longer than its padding) and the output cropped back, so the fake has exactly the real's size."""
     height, width = pixels.shape[-2:]
     factor = downsampling_factor(model)
     dtype = next(model.parameters()).dtype
@@ -50,7 +50,9 @@ def roundtrip(model: torch.nn.Module, pixels: torch.Tensor, *, seeds: Sequence[i
     x = pixels.to(dtype=dtype).div(255.0) if tiny else pixels.to(dtype=dtype).div(127.5).sub(1.0)
     pad_bottom, pad_right = -height % factor, -width % factor
     if pad_bottom or pad_right:
-        x = F.pad(x, (0, pad_right, 0, pad_bottom), mode="reflect")
+        # reflection needs more pixels than the padding (e.g. a 12-pixel side padded to DC-AE's 32): else repeat edges
+        mode = "reflect" if pad_bottom < height and pad_right < width else "replicate"
+        x = F.pad(x, (0, pad_right, 0, pad_bottom), mode=mode)
     x = x.contiguous(memory_format=torch.channels_last)
     if tiny:
         decoded = model.decoder(model.encoder(x)).float()  # (N, 3, H', W') in about [0, 1]

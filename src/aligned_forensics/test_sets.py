@@ -28,8 +28,8 @@ class TestSet:
     real: str = ""  # or a folder (searched recursively) or a glob of real images
     fake: str = ""  # and a folder or glob of fakes
 
-    def __post_init__(self) -> None:
-        key = f"evaluate.test_sets[{self.name}]"
+    def check(self, key: str) -> None:
+        """Range checks, reported under `key` (e.g. evaluate.test_sets[1]: the list index, as -S takes it)."""
         require(bool(self.name) and "/" not in self.name, f"{key}.name", "a name without '/'", self.name)
         require(bool(self.split) != bool(self.real or self.fake), key, "either split, or real and fake",
                 (self.split, self.real, self.fake))

@@ -13,7 +13,7 @@ from typing import Any
 from aligned_forensics.download import RemoteFile
 from aligned_forensics.errors import ParamsError
 from aligned_forensics.params import build_config
-from aligned_forensics.sources import coco, folder, lsun, samples
+from aligned_forensics.sources import archive, coco, folder, lsun, samples
 from aligned_forensics.sources.common import LoadedImage, SourceContext
 from aligned_forensics.splits import Split
 
@@ -30,7 +30,8 @@ class PlannedImage:
     bytes: int = 0  # size of the original encoded image when known before loading (for dry runs)
 
 
-SOURCE_KINDS: dict[str, Any] = {"samples": samples, "folder": folder, "coco": coco, "lsun": lsun}
+SOURCE_KINDS: dict[str, Any] = {"samples": samples, "folder": folder, "coco": coco, "lsun": lsun,
+                                "archive": archive}
 
 
 def source_config(spec: Mapping[str, Any], *, key: str) -> Any:
@@ -38,7 +39,10 @@ def source_config(spec: Mapping[str, Any], *, key: str) -> Any:
     kind = spec.get("kind")
     if kind not in SOURCE_KINDS:
         raise ParamsError(f"params key '{key}.kind': expected one of {sorted(SOURCE_KINDS)}, got {kind!r}")
-    return build_config(SOURCE_KINDS[kind].Config, spec, section=key)
+    try:
+        return build_config(SOURCE_KINDS[kind].Config, spec, section=key)
+    except ParamsError as error:  # range checks in __post_init__ only know the kind, not the list index
+        raise ParamsError(str(error).replace(f"fetch.sources[{kind}]", key)) from None
 
 
 def source_remote_files(config: Any) -> list[RemoteFile]:

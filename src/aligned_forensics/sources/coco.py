@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from aligned_forensics.archives import open_zip, read_member
 from aligned_forensics.download import RemoteFile
+from aligned_forensics.params import require
 from aligned_forensics.sources.common import (
     LoadedImage,
     SourceContext,
@@ -56,6 +57,8 @@ class Config:
 
     def __post_init__(self) -> None:
         check_archive_source(self, key="fetch.sources[coco]")
+        require(self.year in (2014, 2015, 2017), "fetch.sources[coco].year", "2014, 2015 or 2017 (COCO's releases)",
+                self.year)
 
     @property
     def archive_name(self) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import re
 from collections.abc import Sequence
@@ -12,16 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from aligned_forensics.download import RemoteFile, cached_path, download, parse_checksum
 from aligned_forensics.errors import DataError
-from aligned_forensics.images import ImageDecodeError, encode_png
+from aligned_forensics.images import ImageDecodeError, decode_rgb, encode_png, header_orientation, open_image
 from aligned_forensics.params import require
 from aligned_forensics.sampling import seeded_subset
 
 log = logging.getLogger(__name__)
-EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -91,21 +88,18 @@ def crop_to_multiple(data: bytes, *, multiple: int, suffix: str = "") -> LoadedI
     The crop keeps the top-left corner so the JPEG 8x8 block grid stays aligned with the image origin (a
     shifted grid is itself a forensic cue); the cropped pixels are stored as PNG, so no second lossy
     compression is added."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            source_format = str(image.format or "unknown").lower()
-            suffix = suffix or suffix_for(source_format)  # "": named after the format (LSUN values have no name)
-            width, height = image.size
-            if image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # shown rotated by 90 degrees
-                width, height = height, width
-            if multiple == 0 or (width % multiple == 0 and height % multiple == 0):
-                return LoadedImage(data, suffix, source_format, "verbatim")
-            new_width, new_height = width - width % multiple, height - height % multiple
-            if new_width == 0 or new_height == 0:
-                raise ImageDecodeError(f"{width}x{height} is smaller than {multiple} pixels on a side")
-            pixels = np.asarray(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.uint8)  # (H, W, 3)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise ImageDecodeError(f"{type(error).__name__}: {error}") from error
+    with open_image(data) as image:  # bombs and animations are refused before any pixel is decoded
+        source_format = str(image.format or "unknown").lower()
+        suffix = suffix or suffix_for(source_format)  # "": named after the format (LSUN values have no name)
+        width, height = image.size
+        if header_orientation(image) in (5, 6, 7, 8):  # shown rotated by 90 degrees
+            width, height = height, width
+        if multiple == 0 or (width % multiple == 0 and height % multiple == 0):
+            return LoadedImage(data, suffix, source_format, "verbatim")
+        new_width, new_height = width - width % multiple, height - height % multiple
+        if new_width == 0 or new_height == 0:
+            raise ImageDecodeError(f"{width}x{height} is smaller than {multiple} pixels on a side")
+        pixels = decode_rgb(data)  # (H, W, 3), the one documented conversion (EXIF, 16-bit, CMYK, palette)
     cropped = np.ascontiguousarray(pixels[:new_height, :new_width])  # (H', W', 3)
     return LoadedImage(encode_png(cropped), ".png", source_format,
                        f"cropped {width}x{height} to {new_width}x{new_height} at the top-left corner, lossless PNG")

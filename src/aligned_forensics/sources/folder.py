@@ -8,6 +8,7 @@ output back to the real's.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -53,9 +54,15 @@ def list_images(root: Path, extensions: tuple[str, ...]) -> list[Path]:
 
 
 def stem_for(prefix: str, relative_path: str) -> str:
-    """`prefix-sub__dir__name`: the relative path without its extension, safe as a file name."""
+    """`prefix-sub__dir__name`: the relative path without its extension, safe as a file name.
+
+    Non-ASCII names also get 8 hex digits of the path's sha256: every such character becomes '_', so
+    without them 北京.jpg and 上海.jpg would share a stem."""
     without_suffix = relative_path.rsplit(".", 1)[0]
-    return f"{prefix}-" + safe_name(without_suffix.replace("/", "__"))
+    stem = f"{prefix}-" + safe_name(without_suffix.replace("/", "__"))
+    if not relative_path.isascii():
+        stem += "-" + hashlib.sha256(relative_path.encode("utf-8")).hexdigest()[:8]
+    return stem
 
 
 def plan(config: Config, context: SourceContext) -> list[dict[str, Any]]:
