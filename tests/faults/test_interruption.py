@@ -14,10 +14,8 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +25,10 @@ import pytest
 import yaml
 
 from tests.conftest import TINY_PARAMS
+from tests.projects import ENV as PROJECT_ENV
+from tests.projects import make_project
+from tests.projects import run as run_in_project
 
-ROOT = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("AF_FAULT_SEED", "8"))
 
 # 660 reals: enough that fetch and reconstruct write for a few tenths of a second (time to kill them midway);
@@ -37,9 +37,7 @@ PARAMS = copy.deepcopy(TINY_PARAMS)
 PARAMS["fetch"]["sources"][0]["crops_per_photo"] = 60
 PARAMS["train"].update({"data_cap": 16, "max_epochs": 3, "patience": 2})
 # One thread everywhere: CPU kernels split sums by thread count, which can move a pixel or a weight's last bit.
-ENV = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                    "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1",
-                    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+ENV = PROJECT_ENV | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 # Outputs compared between the two projects (metrics with timings are compared without them).
 DATA = ("data/real", "data/fetch", "data/autoencoder", "data/fake", "data/reconstruct", "data/manifest", "data/model",
         "metrics/fetch.json", "metrics/manifest.json", "metrics/reconstruct/pairs.png", "metrics/train")
@@ -48,27 +46,8 @@ TIMINGS = {"metrics/train/metrics.json": ("train_seconds",),
 TEMP_PATTERNS = ("*.partial", "*.tmp", ".*.tmp-*", "*.partial/*")  # io.py's PARTIAL_SUFFIX, and other writers'
 
 
-def run(args: list[str], cwd: Path, *, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
-    if check:
-        assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
-def make_project(folder: Path) -> Path:
-    """A fresh git+DVC repository holding this checkout's tracked files and PARAMS, nothing run yet."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()
-    for name in listed:
-        if (ROOT / name).is_file() and not name.startswith(("data/", "metrics/")):
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, folder / name)
-    (folder / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
-    (folder / "dvc.lock").unlink(missing_ok=True)
-    run(["git", "init", "-q"], folder)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], folder)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], folder)
-    return folder
+def run(args: list[str], cwd: Path, *, check: bool = True):
+    return run_in_project(args, cwd, env=ENV, check=check, timeout=600)
 
 
 def digests(project: Path) -> dict[str, str]:
@@ -165,7 +144,7 @@ def assert_changed_not_cached(project: Path, stage: str, locked_before: dict) ->
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict[str, str]:
-    project = make_project(tmp_path_factory.mktemp("uninterrupted"))
+    project = make_project(tmp_path_factory.mktemp("uninterrupted"), PARAMS)
     run(["dvc", "repro", "train"], project)
     assert not temp_files(project)
     return digests(project)
@@ -174,7 +153,7 @@ def reference(tmp_path_factory) -> dict[str, str]:
 @pytest.mark.slow
 def test_killed_fetch_reconstruct_and_train_rerun_to_the_uninterrupted_result(reference, tmp_path):
     draw = random.Random(SEED)
-    project = make_project(tmp_path)
+    project = make_project(tmp_path, PARAMS)
     fetched, faked = 660, 660
 
     # 1. fetch, killed after a random number of its images are in the staging folder (data/real.partial)

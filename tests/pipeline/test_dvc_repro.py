@@ -3,44 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import TINY_PARAMS
+from tests.projects import ROOT, make_project, run
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                        "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A fresh git repository holding this checkout's tracked files and tiny params, after `dvc repro`."""
-    folder = tmp_path_factory.mktemp("project")
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()
-    for name in listed:
-        if (ROOT / name).is_file() and not name.startswith(("data/", "metrics/")):
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, folder / name)
-    (folder / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
-    (folder / "dvc.lock").unlink(missing_ok=True)
-    run(["git", "init", "-q"], folder)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], folder)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], folder)
+    folder = make_project(tmp_path_factory.mktemp("project"), TINY_PARAMS)
     run(["dvc", "repro"], folder)
     return folder
 
