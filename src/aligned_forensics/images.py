@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")  # compared case-insensitively
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # any case; animated → rejected
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # single-channel modes with more than 8 bits
 PNG_COMPRESS_LEVEL = 1  # lossless at any level; 1 is the fast end
 # Pillow's own decompression-bomb guard (Image.MAX_IMAGE_PIXELS, ~89.5 Mpx) only warns up to twice this; we

@@ -42,7 +42,8 @@ def test_with_zero_features_the_score_is_the_bias(workspace):
     assert torch.equal(model.head(zeros), model.fc.bias.expand(3))
 
 
-def test_increasing_any_feature_never_lowers_the_score(workspace):
+def test_increasing_any_feature_never_lowers_the_score(workspace, monkeypatch):
+    monkeypatch.chdir(workspace)  # manifest paths are relative to the project
     _, model = models(workspace)
     model = model.double()  # float64 and one batch per comparison: rounding cannot fake a decrease
     items = ValidationItems(load_pairs(workspace / "data/manifest/val.csv"), crop_size=32)
