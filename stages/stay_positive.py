@@ -19,7 +19,7 @@ from aligned_forensics.checkpoints import load_detector  # noqa: E402
 from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
 from aligned_forensics.curves import write_points, write_weights_png  # noqa: E402
 from aligned_forensics.io import remove_partials, write_json  # noqa: E402
-from aligned_forensics.launch import run_training  # noqa: E402
+from aligned_forensics.launch import describe_training, run_training  # noqa: E402
 from aligned_forensics.stay_positive import StayPositiveConfig, inspect_weights, train_stay_positive  # noqa: E402
 
 
@@ -56,9 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                           positive.fc.weight.detach().reshape(-1).numpy(), ranking,
                           title=f"final layer: {counts['positive']:,} positive, {counts['zero']:,} zero of "
                                 f"{counts['features']:,} (input model: {counts['base_negative']:,} negative)")
-        return (f"{summary['epochs']} epochs, best epoch {summary['best_epoch']} by val {summary['selected_by']} "
-                f"(bacc {summary['best_val_bacc']:.4f}, AP {summary['best_val_ap']:.4f}); final layer "
-                f"{counts['positive']:,} positive / {counts['zero']:,} zero of {counts['features']:,} weights")
+        return (f"{describe_training(summary)}; final layer {counts['positive']:,} positive / {counts['zero']:,} "
+                f"zero of {counts['features']:,} weights")
 
     return run_stage("stay_positive", parser, body, argv)
 

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this che
 
 from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
 from aligned_forensics.io import remove_partials  # noqa: E402
-from aligned_forensics.launch import run_training  # noqa: E402
+from aligned_forensics.launch import describe_training, run_training  # noqa: E402
 from aligned_forensics.training import TrainConfig, train_detector  # noqa: E402
 
 
@@ -36,9 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         summary, _ = run_training(fit, device_name=config.device, live_dir=args.live,
                                   title=f"{config.arch}, {'synced pairs' if config.sync else 'independent images'}, "
                                         f"seed {config.seed}")
-        return (f"{summary['epochs']} epochs, best epoch {summary['best_epoch']} by val {summary['selected_by']} "
-                f"(bacc {summary['best_val_bacc']:.4f}, AP {summary['best_val_ap']:.4f}), "
-                f"{summary['train_seconds']:.0f} s")
+        return describe_training(summary)
 
     return run_stage("train", parser, body, argv)
 

@@ -98,11 +98,8 @@ def extract_member(archive: zipfile.ZipFile, name: str, destination: Path) -> Pa
             while chunk := source.read(1 << 22):
                 target.write(chunk)
     except (zipfile.BadZipFile, OSError, EOFError) as error:
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno in NO_SPACE:  # our write failed, not the archive
-            raise disk_full(error, temporary) from None
-        raise DataError(f"{archive.filename}: member {name} is corrupt ({error}); delete the archive and rerun "
-                        "to download it again") from None
+        raise _copy_failed(error, temporary, f"{archive.filename}: member {name} is corrupt ({error}); delete the "
+                           "archive and rerun to download it again") from None
     os.replace(temporary, destination)
     return destination
 
@@ -214,12 +211,17 @@ def _unpack(path: Path, plain: Path, limits: Limits) -> None:
                                     f"{limits.max_total_bytes:,}): a decompression bomb? refusing to read it")
                 target.addfile(member, source.extractfile(member) if member.isreg() else None)
     except (tarfile.TarError, OSError, EOFError) as error:
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno in NO_SPACE:  # our write failed, not the archive
-            raise disk_full(error, temporary) from None
-        raise DataError(f"{path} is not a readable compressed tar ({error}); it may be truncated: delete it and "
-                        "rerun") from None
+        raise _copy_failed(error, temporary, f"{path} is not a readable compressed tar ({error}); it may be "
+                           "truncated: delete it and rerun") from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     os.replace(temporary, plain)
+
+
+def _copy_failed(error: BaseException, temporary: Path, corrupt: str) -> Exception:
+    """Remove the half-written copy; a full disk is our write failing (DiskFullError), else the archive is bad."""
+    temporary.unlink(missing_ok=True)
+    if isinstance(error, OSError) and error.errno in NO_SPACE:
+        return disk_full(error, temporary)
+    return DataError(corrupt)

@@ -38,3 +38,10 @@ def run_training(fit: Fit, *, device_name: str, live_dir: Path, title: str) -> t
     if ranks.world > 1:
         finish_distributed()
     return summary, ranks
+
+
+def describe_training(summary: dict[str, Any]) -> str:
+    """The one-line log summary of a training run."""
+    return (f"{summary['epochs']} epochs, best epoch {summary['best_epoch']} by val {summary['selected_by']} "
+            f"(bacc {summary['best_val_bacc']:.4f}, AP {summary['best_val_ap']:.4f}), "
+            f"{summary['train_seconds']:.0f} s")
