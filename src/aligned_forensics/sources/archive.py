@@ -36,6 +36,7 @@ from aligned_forensics.sources.common import (
     LoadedImage,
     NotReady,
     SourceContext,
+    check_selection,
     crop_to_multiple,
     local_archive,
     safe_name,
@@ -76,15 +77,11 @@ class Config:
         require(not self.checksum or bool(self.url), f"{key}.checksum", "'' for a local path (url only)",
                 self.checksum)
         parse_checksum(self.checksum, key=f"{key}.checksum")
-        require(self.val_fraction >= 0 and self.test_fraction >= 0 and self.val_fraction + self.test_fraction < 1,
-                f"{key}.val_fraction + test_fraction", "fractions >= 0 adding up to less than 1",
-                (self.val_fraction, self.test_fraction))
+        check_selection(self, key=key)
         require(len(self.extensions) >= 1 and all(e.startswith(".") for e in self.extensions),
                 f"{key}.extensions", "suffixes like '.jpg'", self.extensions)
         require(not self.prefix or safe_name(self.prefix) == self.prefix, f"{key}.prefix",
                 "letters, digits, '.', '_' or '-' ('' = the archive's name)", self.prefix)
-        require(self.count >= 0, f"{key}.count", "an integer >= 0 (0 = all)", self.count)
-        require(self.multiple_of >= 0, f"{key}.multiple_of", "an integer >= 0 (0 = keep sizes)", self.multiple_of)
         require(self.max_ratio >= 1, f"{key}.max_ratio", "a number >= 1", self.max_ratio)
         require(self.max_unpacked_gib > 0, f"{key}.max_unpacked_gib", "a number > 0", self.max_unpacked_gib)
 

@@ -111,16 +111,21 @@ def suffix_for(source_format: str) -> str:
         source_format, ".img")
 
 
-def check_archive_source(config: Any, *, key: str) -> None:
-    """Checks shared by the archive-backed sources (coco, lsun)."""
+def check_selection(config: Any, *, key: str) -> None:
+    """Checks every source with a `count`, split fractions and `multiple_of` shares."""
     require(config.count >= 0, f"{key}.count", "an integer >= 0 (0 = all)", config.count)
-    require(config.url.startswith(("http://", "https://")), f"{key}.url", "an http(s) URL", config.url)
-    if config.checksum != "auto":
-        parse_checksum(config.checksum, key=f"{key}.checksum")
     require(config.val_fraction >= 0 and config.test_fraction >= 0 and config.val_fraction + config.test_fraction < 1,
             f"{key}.val_fraction + test_fraction", "fractions >= 0 adding up to less than 1",
             (config.val_fraction, config.test_fraction))
     require(config.multiple_of >= 0, f"{key}.multiple_of", "an integer >= 0 (0 = keep sizes)", config.multiple_of)
+
+
+def check_archive_source(config: Any, *, key: str) -> None:
+    """Checks shared by the archive-backed sources (coco, lsun)."""
+    check_selection(config, key=key)
+    require(config.url.startswith(("http://", "https://")), f"{key}.url", "an http(s) URL", config.url)
+    if config.checksum != "auto":
+        parse_checksum(config.checksum, key=f"{key}.checksum")
     require(bool(config.prefix) and safe_name(config.prefix) == config.prefix, f"{key}.prefix",
             "a non-empty name of letters, digits, '.', '_' or '-'", config.prefix)
 

@@ -17,7 +17,14 @@ from aligned_forensics.errors import DataError
 from aligned_forensics.images import IMAGE_EXTENSIONS
 from aligned_forensics.params import require
 from aligned_forensics.sampling import seeded_subset
-from aligned_forensics.sources.common import LoadedImage, SourceContext, crop_to_multiple, safe_name, split_for
+from aligned_forensics.sources.common import (
+    LoadedImage,
+    SourceContext,
+    check_selection,
+    crop_to_multiple,
+    safe_name,
+    split_for,
+)
 
 
 @dataclass(frozen=True)
@@ -37,13 +44,9 @@ class Config:
     def __post_init__(self) -> None:
         key = "fetch.sources[folder]"
         require(bool(self.path), f"{key}.path", "a folder", self.path)
-        require(self.val_fraction >= 0 and self.test_fraction >= 0 and self.val_fraction + self.test_fraction < 1,
-                f"{key}.val_fraction + test_fraction", "fractions >= 0 adding up to less than 1",
-                (self.val_fraction, self.test_fraction))
+        check_selection(self, key=key)
         require(all(e.startswith(".") for e in self.extensions), f"{key}.extensions", "suffixes like '.jpg'",
                 self.extensions)
-        require(self.count >= 0, f"{key}.count", "an integer >= 0 (0 = all)", self.count)
-        require(self.multiple_of >= 0, f"{key}.multiple_of", "an integer >= 0 (0 = keep sizes)", self.multiple_of)
 
 
 def list_images(root: Path, extensions: tuple[str, ...]) -> list[Path]:
