@@ -5,7 +5,8 @@
    `apply_augmentation_full` (every step on the whole image) in alternating passes; again from pre-decoded arrays.
    The uint8 crops of the two must be identical.
 2. Two threads: forward + BCEWithLogits + backward + Adam on 64 random 3×96×96 images, channels_last and NCHW.
-The original's numbers are quoted from ../shared/docs/seed-baselines.md §1.1 and §4 (not re-run here). A
+The original's numbers are quoted from a measurement of the original code on this machine kind (not re-run here;
+see bench/RESULTS.md). A
 measurement that overlaps another bench/ script (polled) is repeated once that script has gone.
 
 Usage, from the repository root (about 15 minutes on 2 cores; benchmark 2 needs about 16 GB of RAM):
@@ -40,10 +41,11 @@ from PIL import Image  # noqa: E402
 from sklearn.datasets import load_sample_images  # noqa: E402
 from torch import nn  # noqa: E402
 
-from aligned_forensics.augment import AugmentConfig, draw_augmentation, to_normalised_tensor  # noqa: E402
-from aligned_forensics.augment_ops import apply_augmentation, apply_augmentation_full  # noqa: E402
-from aligned_forensics.images import decode_rgb  # noqa: E402
-from aligned_forensics.models import create_detector  # noqa: E402
+from aligned_forensics.common.images import decode_rgb  # noqa: E402
+from aligned_forensics.detector.models import create_detector  # noqa: E402
+from aligned_forensics.detector.preprocessing import to_normalised_tensor  # noqa: E402
+from aligned_forensics.training.augment import AugmentConfig, draw_augmentation  # noqa: E402
+from aligned_forensics.training.augment_ops import apply_augmentation, apply_augmentation_full  # noqa: E402
 
 COUNT, WIDTH, HEIGHT, QUALITY, CROP, SEED, PASSES, WARMUP_IMAGES, TARGET = 200, 640, 480, 90, 96, 2026, 7, 20, 6.0
 METHODS = (apply_augmentation, apply_augmentation_full)  # ours, the full-image reference

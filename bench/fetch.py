@@ -27,8 +27,8 @@ import numpy as np
 import requests
 from PIL import Image
 
-from aligned_forensics.fetch import FetchConfig, run_fetch
-from aligned_forensics.sampling import seeded_subset
+from aligned_forensics.common.sampling import seeded_subset
+from aligned_forensics.data.fetch import FetchConfig, run_fetch
 
 ROOT = Path(tempfile.gettempdir()) / "aligned-forensics-bench-fetch"
 ARCHIVE = ROOT / "serve" / "zips" / "train2017.zip"

@@ -1,10 +1,11 @@
 """Reconstruction throughput: our reconstruct stage vs a naive loop in the style of the original, same model and images.
 
-The naive loop follows ../shared/docs/seed-baselines.md §3: DataLoader(ToTensor, num_workers=2) over a folder of
+The naive loop follows the original reconstruction script: DataLoader(ToTensor, num_workers=2) over a folder of
 equal-size JPEGs, `2x-1`, encode, latents, decode, `clamp(y/2+.5)`, ToPILImage and a synchronous PIL PNG save at
 Pillow's default level. Ours is `run_reconstruct` (per-image forward on CPU, decoding and OpenCV PNG writes on two
-threads). Models: an identity autoencoder (the I/O ceiling), a random-init TAESD-size TinyAutoencoder and, if
-/work/shared/weights/taef2 exists, TAEF2. Inputs are JPEG q90 crops of the photos bundled with scikit-image/-learn.
+threads). Models: an identity autoencoder (the I/O ceiling), a random-init TAESD-size TinyAutoencoder and TAEF2
+(the weight pair committed in assets/autoencoders/taef2; another folder with --taef2 DIR, skipped if absent).
+Inputs are JPEG q90 crops of the photos bundled with scikit-image/-learn.
 
 Usage, from the repository root (writes under /tmp; about 9 minutes on 2 cores):
     .venv/bin/python bench/reconstruct.py
@@ -12,7 +13,9 @@ Usage, from the repository root (writes under /tmp; about 9 minutes on 2 cores):
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 
 os.environ["TQDM_DISABLE"] = "1"  # tqdm reads TQDM_* when it is imported
 
@@ -34,14 +37,14 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torchvision.transforms import ToPILImage, ToTensor  # noqa: E402
 
-from aligned_forensics import reconstruct  # noqa: E402
-from aligned_forensics.images import decode_rgb  # noqa: E402
-from aligned_forensics.io import write_csv  # noqa: E402
-from aligned_forensics.roundtrip import roundtrip  # noqa: E402
-from aligned_forensics.taesd import TinyAutoencoder, load_weight_pair  # noqa: E402
+from aligned_forensics.autoencoder import reconstruct  # noqa: E402
+from aligned_forensics.autoencoder.roundtrip import roundtrip  # noqa: E402
+from aligned_forensics.autoencoder.taesd import TinyAutoencoder, load_weight_pair  # noqa: E402
+from aligned_forensics.common.images import decode_rgb  # noqa: E402
+from aligned_forensics.common.io import write_csv  # noqa: E402
 
 ROOT = Path(tempfile.gettempdir()) / "aligned-forensics-bench-reconstruct"
-TAEF2 = Path("/work/shared/weights/taef2")
+TAEF2 = Path(__file__).resolve().parents[1] / "assets" / "autoencoders" / "taef2"
 SIZES = {"256²": (256, 256), "640×480": (640, 480)}  # (width, height)
 INFO = {"trained": True, "label": "bench", "class": "bench", "revision": None, "config": {"dtype": "float32"}}
 # model -> (images per size, timed repeats, naive batch): the seed's run.sh uses 64, AutoencoderTiny is faster at 8
@@ -158,12 +161,17 @@ def bench(name: str, model: nn.Module, size_name: str) -> str:
             f"**{ours_rate / naive_rate:.1f}×** | {repeats} ({spread}) | {check} |")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--taef2", type=Path, default=TAEF2, help="folder with taef2_encoder.pth + taef2_decoder.pth")
+    args = parser.parse_args(argv)
     torch.set_num_threads(2)
     torch.manual_seed(0)
     models: dict[str, nn.Module] = {"identity": SeedStyle(), "TAESD-size, random": TinyAutoencoder(4, branch=False)}
-    if TAEF2.is_dir():
-        models["TAEF2"] = load_weight_pair(TAEF2)
+    if args.taef2.is_dir():
+        models["TAEF2"] = load_weight_pair(args.taef2)
+    else:
+        print(f"TAEF2 skipped: {args.taef2} does not exist (pass --taef2 DIR holding taef2_*.pth)", file=sys.stderr)
     print("| autoencoder | size | images | naive img/s | ours img/s | ours / naive | runs (img/s) | lossless check |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, model in models.items():

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import numpy as np  # noqa: E402
 
-from aligned_forensics.fetch import INDEX_COLUMNS  # noqa: E402
-from aligned_forensics.images import encode_jpeg, encode_png  # noqa: E402
+from aligned_forensics.common.images import encode_jpeg, encode_png  # noqa: E402
+from aligned_forensics.data.fetch import INDEX_COLUMNS  # noqa: E402
 
 SPLIT_SHARES = (("train", 0.8), ("val", 0.1), ("test", 0.1))
 
@@ -77,8 +77,8 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 os.chdir(sys.argv[2])
 mode = sys.argv[3]
-from aligned_forensics.io import read_csv, write_csv
-from aligned_forensics.manifest import ManifestConfig, build_manifest, write_manifest
+from aligned_forensics.common.io import read_csv, write_csv
+from aligned_forensics.data.manifest import ManifestConfig, build_manifest, write_manifest
 def peak():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) // 1024
 before = peak()

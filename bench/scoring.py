@@ -21,11 +21,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from aligned_forensics.augment import to_normalised_tensor  # noqa: E402
-from aligned_forensics.images import decode_rgb, encode_jpeg  # noqa: E402
-from aligned_forensics.models import create_detector  # noqa: E402
-from aligned_forensics.scoring import ScoreItem, score_images  # noqa: E402
-from aligned_forensics.sources.samples import SAMPLE_PHOTOS, bundled_photo_path  # noqa: E402
+from aligned_forensics.common.images import decode_rgb, encode_jpeg  # noqa: E402
+from aligned_forensics.data.sources.samples import SAMPLE_PHOTOS, bundled_photo_path  # noqa: E402
+from aligned_forensics.detector.models import create_detector  # noqa: E402
+from aligned_forensics.detector.preprocessing import to_normalised_tensor  # noqa: E402
+from aligned_forensics.evaluation.scoring import ScoreItem, score_images  # noqa: E402
 
 SIZES = ((256, 256), (192, 256), (256, 192), (224, 160))  # (height, width): COCO-like mixed shapes, scaled down
 PER_SIZE = 8

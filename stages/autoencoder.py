@@ -7,8 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
-from aligned_forensics.autoencoders import AutoencoderConfig, materialise_autoencoder  # noqa: E402
-from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.autoencoder.autoencoder import AutoencoderConfig, materialise_autoencoder  # noqa: E402
+from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,18 +7,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
-from aligned_forensics.calibrate import write_scores  # noqa: E402
-from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
-from aligned_forensics.curves import (  # noqa: E402
-    pr_points,
-    roc_points,
-    write_curves_png,
-    write_points,
-    write_sweeps_png,
-)
-from aligned_forensics.evaluate import EvaluateConfig, run_evaluate  # noqa: E402
-from aligned_forensics.io import atomic_write_text, write_json  # noqa: E402
-from aligned_forensics.report import summary_table  # noqa: E402
+from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.common.figures import pr_points, roc_points, write_curves_png, write_points, write_sweeps_png
+from aligned_forensics.common.io import atomic_write_text, write_json  # noqa: E402
+from aligned_forensics.evaluation.evaluate import EvaluateConfig, run_evaluate  # noqa: E402
+from aligned_forensics.evaluation.report import summary_table  # noqa: E402
+from aligned_forensics.evaluation.threshold import write_scores  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
-from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
-from aligned_forensics.download import DOWNLOADS_ENV, downloads_dir  # noqa: E402
-from aligned_forensics.fetch import FetchConfig, describe_dry_run, run_fetch  # noqa: E402
-from aligned_forensics.io import write_json  # noqa: E402
+from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.common.io import write_json  # noqa: E402
+from aligned_forensics.data.download import DOWNLOADS_ENV, downloads_dir  # noqa: E402
+from aligned_forensics.data.fetch import FetchConfig, describe_dry_run, run_fetch  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,16 +12,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
-from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
-from aligned_forensics.distributed import (  # noqa: E402
+from aligned_forensics.autoencoder.reconstruct import (  # noqa: E402
+    ReconstructConfig,
+    Shard,
+    reconstructed_pairs,
+    run_reconstruct,
+)
+from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.common.distributed import (
     finish_distributed,
     init_distributed,
     launched_by_torchrun,
     sum_over_ranks,
 )
-from aligned_forensics.io import write_json  # noqa: E402
-from aligned_forensics.pictures import write_pairs_png  # noqa: E402
-from aligned_forensics.reconstruct import ReconstructConfig, Shard, reconstructed_pairs, run_reconstruct  # noqa: E402
+from aligned_forensics.common.figures import write_pairs_png  # noqa: E402
+from aligned_forensics.common.io import write_json  # noqa: E402
 
 PAIRS_SHOWN = 6
 

@@ -15,12 +15,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this che
 
 import torch  # noqa: E402
 
-from aligned_forensics.checkpoints import load_detector  # noqa: E402
-from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
-from aligned_forensics.curves import write_points, write_weights_png  # noqa: E402
-from aligned_forensics.io import remove_partials, write_json  # noqa: E402
-from aligned_forensics.launch import describe_training, run_training  # noqa: E402
-from aligned_forensics.stay_positive import StayPositiveConfig, inspect_weights, train_stay_positive  # noqa: E402
+from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.common.figures import write_points, write_weights_png  # noqa: E402
+from aligned_forensics.common.io import remove_partials, write_json  # noqa: E402
+from aligned_forensics.detector.checkpoints import load_detector  # noqa: E402
+from aligned_forensics.training.launch import describe_training, run_training  # noqa: E402
+from aligned_forensics.training.stay_positive import (  # noqa: E402
+    StayPositiveConfig,
+    inspect_weights,
+    train_stay_positive,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

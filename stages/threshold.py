@@ -7,11 +7,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
-from aligned_forensics.calibrate import ThresholdConfig, run_threshold, write_scores  # noqa: E402
-from aligned_forensics.checkpoints import write_bundle  # noqa: E402
-from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
-from aligned_forensics.curves import roc_points, write_points  # noqa: E402
-from aligned_forensics.io import write_json  # noqa: E402
+from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.common.figures import roc_points, write_points  # noqa: E402
+from aligned_forensics.common.io import write_json  # noqa: E402
+from aligned_forensics.detector.checkpoints import write_bundle  # noqa: E402
+from aligned_forensics.evaluation.threshold import ThresholdConfig, run_threshold, write_scores  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
-from aligned_forensics.cli import load_config, run_stage, stage_parser  # noqa: E402
-from aligned_forensics.io import remove_partials  # noqa: E402
-from aligned_forensics.launch import describe_training, run_training  # noqa: E402
-from aligned_forensics.training import TrainConfig, train_detector  # noqa: E402
+from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.common.io import remove_partials  # noqa: E402
+from aligned_forensics.training.launch import describe_training, run_training  # noqa: E402
+from aligned_forensics.training.train import TrainConfig, train_detector  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

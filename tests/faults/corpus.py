@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from aligned_forensics.images import encode_jpeg, encode_png
+from aligned_forensics.common.images import encode_jpeg, encode_png
 
 
 def pixels(seed: int, height: int = 40, width: int = 48) -> np.ndarray:

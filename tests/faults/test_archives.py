@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aligned_forensics.errors import ParamsError
-from aligned_forensics.io import read_csv
-from aligned_forensics.sources import source_config
+from aligned_forensics.common.errors import ParamsError
+from aligned_forensics.common.io import read_csv
+from aligned_forensics.data.sources import source_config
 from tests.dataset_archives import md5, photo
 from tests.stages.conftest import stage_main
 

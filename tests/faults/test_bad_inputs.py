@@ -13,10 +13,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from aligned_forensics.errors import ParamsError
-from aligned_forensics.fetch import FetchConfig, plan_fetch
-from aligned_forensics.images import IMAGE_EXTENSIONS, decode_rgb, image_header
-from aligned_forensics.io import read_csv
+from aligned_forensics.common.errors import ParamsError
+from aligned_forensics.common.images import IMAGE_EXTENSIONS, decode_rgb, image_header
+from aligned_forensics.common.io import read_csv
+from aligned_forensics.data.fetch import FetchConfig, plan_fetch
 from tests.conftest import TINY_PARAMS
 from tests.faults.corpus import CONVERTED, CORPUS, FETCH, RECONSTRUCT, pixels, write_corpus, write_photos
 from tests.stages.conftest import stage_main
@@ -146,7 +146,7 @@ def test_two_files_with_one_stem_stop_fetch_before_any_work_naming_both(tmp_path
 @pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
 def test_bombs_are_refused_even_when_warnings_are_errors(tmp_path):
     """Pillow only warns between 1x and 2x its limit; as an error (python -W error) that must still be a reject."""
-    from aligned_forensics.images import ImageDecodeError
+    from aligned_forensics.common.images import ImageDecodeError
     from tests.faults.corpus import png_bilevel_bomb
 
     (tmp_path / "bomb.png").write_bytes(png_bilevel_bomb())

@@ -23,9 +23,9 @@ import pytest
 import torch
 import yaml
 
-import aligned_forensics.io as io_module
-from aligned_forensics.cli import run_stage, stage_parser
-from aligned_forensics.io import atomic_write_bytes, read_csv
+import aligned_forensics.common.io as io_module
+from aligned_forensics.common.cli import run_stage, stage_parser
+from aligned_forensics.common.io import atomic_write_bytes, read_csv
 from tests.conftest import TINY_PARAMS
 from tests.stages.conftest import stage_main
 

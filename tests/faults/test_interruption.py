@@ -215,7 +215,7 @@ def test_a_checkpoint_saved_after_a_resume_has_the_bytes_of_an_uninterrupted_one
     code literals must still give the same bytes (else DVC sees a resumed data/model as a different one)."""
     import torch
 
-    from aligned_forensics.checkpoints import read_checkpoint, save_checkpoint
+    from aligned_forensics.detector.checkpoints import read_checkpoint, save_checkpoint
 
     model = torch.nn.Linear(2, 1)
     model.arch = "linear"

@@ -17,17 +17,17 @@ from typing import Any, Literal, Union
 import pytest
 import yaml
 
-from aligned_forensics.autoencoders import AutoencoderConfig
-from aligned_forensics.calibrate import ThresholdConfig
-from aligned_forensics.errors import ParamsError
-from aligned_forensics.evaluate import EvaluateConfig
-from aligned_forensics.fetch import FetchConfig
-from aligned_forensics.manifest import ManifestConfig
-from aligned_forensics.params import build_config
-from aligned_forensics.reconstruct import ReconstructConfig
-from aligned_forensics.report import ReportConfig
-from aligned_forensics.sources import source_config
-from aligned_forensics.training import TrainConfig
+from aligned_forensics.autoencoder.autoencoder import AutoencoderConfig
+from aligned_forensics.autoencoder.reconstruct import ReconstructConfig
+from aligned_forensics.common.errors import ParamsError
+from aligned_forensics.common.params import build_config
+from aligned_forensics.data.fetch import FetchConfig
+from aligned_forensics.data.manifest import ManifestConfig
+from aligned_forensics.data.sources import source_config
+from aligned_forensics.evaluation.evaluate import EvaluateConfig
+from aligned_forensics.evaluation.report import ReportConfig
+from aligned_forensics.evaluation.threshold import ThresholdConfig
+from aligned_forensics.training.train import TrainConfig
 from tests.conftest import REPO_ROOT, TINY_PARAMS
 from tests.stages.conftest import stage_main
 
@@ -51,7 +51,7 @@ NEGATIVE_INTS_ALLOWED: set[str] = set()
 def optional_sections() -> dict[str, type]:
     """Sections whose config class is still being added (found by import, skipped when absent)."""
     try:
-        return {"stay_positive": importlib.import_module("aligned_forensics.stay_positive").StayPositiveConfig}
+        return {"stay_positive": importlib.import_module("aligned_forensics.training.stay_positive").StayPositiveConfig}
     except (ImportError, AttributeError):
         return {}
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from aligned_forensics.checkpoints import read_checkpoint
-from aligned_forensics.errors import UserError
+from aligned_forensics.common.errors import UserError
+from aligned_forensics.detector.checkpoints import read_checkpoint
 from tests.conftest import REPO_ROOT
 
 SOURCES = sorted([*(REPO_ROOT / "src").rglob("*.py"), *(REPO_ROOT / "stages").glob("*.py")])
@@ -136,7 +136,7 @@ def test_a_corrupt_checkpoint_names_the_file_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("class_name", ["DiffusionPipeline", "UNet2DConditionModel", "os.system", ""])
 def test_only_diffusers_autoencoder_classes_are_instantiated_from_a_config(tmp_path, class_name):
-    from aligned_forensics.autoencoders import _autoencoder_class
+    from aligned_forensics.autoencoder.autoencoder import _autoencoder_class
 
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": class_name}))
     with pytest.raises(UserError, match="not a diffusers autoencoder class"):

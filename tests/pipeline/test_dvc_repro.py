@@ -54,10 +54,10 @@ def test_experiment_changes_metrics(project):
     assert params["params.yaml"]["train.seed"]["old"] == 17 and params["params.yaml"]["train.seed"]["new"] == 1
 
 
-TAEF2 = ROOT.parent / "shared" / "weights" / "taef2"
+TAEF2 = ROOT / "assets" / "autoencoders" / "taef2"
 
 
-@pytest.mark.skipif(not TAEF2.is_dir(), reason="../shared/weights/taef2 is a developer-only asset")
+@pytest.mark.skipif(not TAEF2.is_dir(), reason="assets/autoencoders/taef2 is missing")
 def test_exp_run_with_the_taef2_weight_pair_runs_the_whole_pipeline(project):
     run(["dvc", "exp", "run", "-S", "autoencoder.kind=taesd", "-S", f"autoencoder.path={TAEF2}"], project)
     metrics = json.loads((project / "metrics/reconstruct.json").read_text())
@@ -79,7 +79,7 @@ def test_exp_run_independent_batches_on_a_capped_subset(project):
 
 def test_exp_run_fetches_exactly_the_selected_coco_images_from_a_mirror(project, http):
     """`dvc exp run -S` on the coco source's url, count and seed; the archive comes from a local server."""
-    from aligned_forensics.sources.common import select_names
+    from aligned_forensics.data.sources.common import select_names
     from tests.dataset_archives import coco_images, coco_zip
 
     images = coco_images(20)
@@ -101,6 +101,6 @@ def test_exp_run_fetches_exactly_the_selected_coco_images_from_a_mirror(project,
 
 
 def csv_rows(path: Path) -> list[dict[str, str]]:
-    from aligned_forensics.io import read_csv
+    from aligned_forensics.common.io import read_csv
 
     return read_csv(path)

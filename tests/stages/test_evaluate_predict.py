@@ -8,8 +8,8 @@ import shutil
 import pytest
 import yaml
 
-from aligned_forensics.io import read_csv
-from aligned_forensics.predict import main as predict_main
+from aligned_forensics.common.io import read_csv
+from aligned_forensics.evaluation.predict import main as predict_main
 from tests.stages.conftest import stage_main
 
 

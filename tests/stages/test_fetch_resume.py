@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from aligned_forensics.io import read_csv
+from aligned_forensics.common.io import read_csv
 from tests.dataset_archives import coco_images, coco_zip, md5
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import logging
 
 import yaml
 
-from aligned_forensics.io import read_csv
+from aligned_forensics.common.io import read_csv
 from tests.stages.conftest import stage_main
 
 
@@ -79,7 +79,7 @@ def test_undecodable_real_is_rejected_and_counted(workspace, tmp_path, monkeypat
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     index[0]["path"] = str(broken)
-    from aligned_forensics.io import write_csv
+    from aligned_forensics.common.io import write_csv
 
     write_csv(tmp_path / "index.csv", index, list(index[0]))
     monkeypatch.chdir(workspace)
@@ -109,7 +109,7 @@ def test_folder_source_with_odd_sizes_pairs_up(tmp_path, monkeypatch):
     """Your own photos: any size and format; reconstructions come back at exactly the real's size."""
     import numpy as np
 
-    from aligned_forensics.images import encode_jpeg, encode_png
+    from aligned_forensics.common.images import encode_jpeg, encode_png
     from tests.conftest import TINY_PARAMS
 
     photos = tmp_path / "photos"

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from aligned_forensics.checkpoints import load_detector, read_checkpoint
-from aligned_forensics.data import ValidationItems, load_pairs
+from aligned_forensics.detector.checkpoints import load_detector, read_checkpoint
+from aligned_forensics.training.dataset import ValidationItems, load_pairs
 from tests.stages.conftest import stage_main
 
 CPU = torch.device("cpu")

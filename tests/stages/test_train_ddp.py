@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from aligned_forensics.checkpoints import read_checkpoint
+from aligned_forensics.detector.checkpoints import read_checkpoint
 from tests.conftest import TINY_PARAMS
 
 ROOT = Path(__file__).resolve().parents[2]

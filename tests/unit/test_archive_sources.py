@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aligned_forensics.archives import open_zip, read_member
-from aligned_forensics.errors import DataError
-from aligned_forensics.fetch import FetchConfig, describe_dry_run, plan_fetch, run_fetch
-from aligned_forensics.images import decode_rgb
-from aligned_forensics.io import read_csv
+from aligned_forensics.common.errors import DataError
+from aligned_forensics.common.images import decode_rgb
+from aligned_forensics.common.io import read_csv
+from aligned_forensics.data.archives import open_zip, read_member
+from aligned_forensics.data.fetch import FetchConfig, describe_dry_run, plan_fetch, run_fetch
 from tests.dataset_archives import coco_images, coco_zip, lsun_images, lsun_zip, md5
 
 COCO = coco_images(30)  # 40x32: both sides multiples of 8, stored verbatim
@@ -166,7 +166,7 @@ def test_truncated_and_corrupt_archives_name_the_archive(tmp_path):
 
 
 def test_unknown_lsun_category_and_bad_checksum_fail_at_start_up(tmp_path):
-    from aligned_forensics.errors import ParamsError
+    from aligned_forensics.common.errors import ParamsError
 
     with pytest.raises(ParamsError, match=r"category.*one of bedroom, bridge"):
         FetchConfig(seed=0, sources=({"kind": "lsun", "category": "bedrooms", "split": "val"},)).source_configs()

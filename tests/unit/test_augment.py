@@ -7,10 +7,16 @@ import dataclasses
 import numpy as np
 import pytest
 
-from aligned_forensics.augment import AugmentConfig, draw_augmentation
-from aligned_forensics.augment_ops import apply_augmentation, apply_augmentation_full, gaussian_noise, grey, jitter
-from aligned_forensics.images import decode_rgb
-from aligned_forensics.sources.samples import SAMPLE_PHOTOS, bundled_photo_path
+from aligned_forensics.common.images import decode_rgb
+from aligned_forensics.data.sources.samples import SAMPLE_PHOTOS, bundled_photo_path
+from aligned_forensics.training.augment import AugmentConfig, draw_augmentation
+from aligned_forensics.training.augment_ops import (
+    apply_augmentation,
+    apply_augmentation_full,
+    gaussian_noise,
+    grey,
+    jitter,
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aligned_forensics.images import decode_rgb
+from aligned_forensics.common.images import decode_rgb
 
 GREY = np.arange(0, 240, 10, dtype=np.uint8).reshape(4, 6)  # (4, 6)
 

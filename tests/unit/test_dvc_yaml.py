@@ -1,4 +1,4 @@
-"""Lint dvc.yaml: the wiring the pipeline's correctness depends on (DEVELOPERS.md, dvc-and-style.md)."""
+"""Lint dvc.yaml: the wiring the pipeline's correctness depends on."""
 
 from __future__ import annotations
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aligned_forensics.errors import DataError, ParamsError
-from aligned_forensics.fetch import FetchConfig, plan_fetch, run_fetch
-from aligned_forensics.images import encode_jpeg, encode_png
-from aligned_forensics.io import read_csv
-from aligned_forensics.sources import folder
+from aligned_forensics.common.errors import DataError, ParamsError
+from aligned_forensics.common.images import encode_jpeg, encode_png
+from aligned_forensics.common.io import read_csv
+from aligned_forensics.data.fetch import FetchConfig, plan_fetch, run_fetch
+from aligned_forensics.data.sources import folder
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from aligned_forensics.io import atomic_directory, read_csv, write_csv, write_json
+from aligned_forensics.common.io import atomic_directory, read_csv, write_csv, write_json
 
 
 def test_atomic_directory_replaces_only_on_success(tmp_path):

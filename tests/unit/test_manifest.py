@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aligned_forensics.errors import DataError
-from aligned_forensics.images import encode_jpeg, encode_png
-from aligned_forensics.io import read_csv, write_csv
-from aligned_forensics.manifest import ManifestConfig, build_manifest, pair_by_stem, write_manifest
+from aligned_forensics.common.errors import DataError
+from aligned_forensics.common.images import encode_jpeg, encode_png
+from aligned_forensics.common.io import read_csv, write_csv
+from aligned_forensics.data.manifest import ManifestConfig, build_manifest, pair_by_stem, write_manifest
 
 
 def test_pairs_are_sorted_by_stem():

@@ -6,20 +6,20 @@ from typing import Literal
 import pytest
 import yaml
 
-from aligned_forensics.autoencoders import AutoencoderConfig
-from aligned_forensics.calibrate import ThresholdConfig
-from aligned_forensics.cli import load_config
-from aligned_forensics.errors import ParamsError
-from aligned_forensics.evaluate import EvaluateConfig
-from aligned_forensics.fetch import FetchConfig
-from aligned_forensics.manifest import ManifestConfig
-from aligned_forensics.params import build_config, load_section
-from aligned_forensics.reconstruct import ReconstructConfig
-from aligned_forensics.report import ReportConfig
-from aligned_forensics.sources import plan_source, source_config
-from aligned_forensics.sources.common import SourceContext
-from aligned_forensics.stay_positive import StayPositiveConfig
-from aligned_forensics.training import TrainConfig
+from aligned_forensics.autoencoder.autoencoder import AutoencoderConfig
+from aligned_forensics.autoencoder.reconstruct import ReconstructConfig
+from aligned_forensics.common.cli import load_config
+from aligned_forensics.common.errors import ParamsError
+from aligned_forensics.common.params import build_config, load_section
+from aligned_forensics.data.fetch import FetchConfig
+from aligned_forensics.data.manifest import ManifestConfig
+from aligned_forensics.data.sources import plan_source, source_config
+from aligned_forensics.data.sources.common import SourceContext
+from aligned_forensics.evaluation.evaluate import EvaluateConfig
+from aligned_forensics.evaluation.report import ReportConfig
+from aligned_forensics.evaluation.threshold import ThresholdConfig
+from aligned_forensics.training.stay_positive import StayPositiveConfig
+from aligned_forensics.training.train import TrainConfig
 from tests.conftest import REPO_ROOT
 
 STAGE_CONFIGS = {"fetch": FetchConfig, "autoencoder": AutoencoderConfig, "reconstruct": ReconstructConfig,

@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from aligned_forensics.autoencoders import (
+from aligned_forensics.autoencoder.autoencoder import (
     AutoencoderConfig,
     build_random_autoencoder,
     load_autoencoder,
     materialise_autoencoder,
 )
-from aligned_forensics.errors import UserError
-from aligned_forensics.reconstruct import bucket_by_shape, image_seed, reconstruct_batch
+from aligned_forensics.autoencoder.reconstruct import bucket_by_shape, image_seed, reconstruct_batch
+from aligned_forensics.common.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aligned_forensics.autoencoders import AutoencoderConfig, materialise_autoencoder
-from aligned_forensics.errors import DataError
-from aligned_forensics.images import decode_rgb, encode_jpeg, png_text
-from aligned_forensics.io import read_csv, write_csv
-from aligned_forensics.reconstruct import RECIPE_KEY, SOURCE_KEY, ReconstructConfig, Shard, run_reconstruct
+from aligned_forensics.autoencoder.autoencoder import AutoencoderConfig, materialise_autoencoder
+from aligned_forensics.autoencoder.reconstruct import RECIPE_KEY, SOURCE_KEY, ReconstructConfig, Shard, run_reconstruct
+from aligned_forensics.common.errors import DataError
+from aligned_forensics.common.images import decode_rgb, encode_jpeg, png_text
+from aligned_forensics.common.io import read_csv, write_csv
 
 SHAPES = [(32, 40), (32, 40), (37, 45), (32, 40), (24, 24), (37, 45), (32, 40), (24, 24), (32, 40)]
 

@@ -5,11 +5,11 @@ import hashlib
 import numpy as np
 import pytest
 
-from aligned_forensics.errors import ParamsError
-from aligned_forensics.fetch import FetchConfig, plan_fetch, run_fetch
-from aligned_forensics.io import read_csv
-from aligned_forensics.sources import samples
-from aligned_forensics.sources.common import LoadedImage
+from aligned_forensics.common.errors import ParamsError
+from aligned_forensics.common.io import read_csv
+from aligned_forensics.data.fetch import FetchConfig, plan_fetch, run_fetch
+from aligned_forensics.data.sources import samples
+from aligned_forensics.data.sources.common import LoadedImage
 
 
 def test_groups_are_split_deterministically_and_exclusively():
@@ -74,8 +74,8 @@ def test_undecodable_source_image_is_rejected_not_written(tmp_path, monkeypatch)
     from dataclasses import dataclass
     from types import SimpleNamespace
 
-    from aligned_forensics import sources
-    from aligned_forensics.images import encode_jpeg
+    from aligned_forensics.common.images import encode_jpeg
+    from aligned_forensics.data import sources
 
     @dataclass(frozen=True)
     class Config:

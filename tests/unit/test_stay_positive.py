@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aligned_forensics.errors import ParamsError
-from aligned_forensics.models import create_detector
-from aligned_forensics.params import build_config
-from aligned_forensics.stay_positive import (
+from aligned_forensics.common.errors import ParamsError
+from aligned_forensics.common.params import build_config
+from aligned_forensics.detector.models import create_detector
+from aligned_forensics.training.stay_positive import (
     StayPositiveConfig,
     frozen_in_eval,
     inspect_weights,
     prepare_model,
     project_nonnegative,
 )
-from aligned_forensics.training import TrainConfig
+from aligned_forensics.training.train import TrainConfig
 
 
 def detector(seed: int = 0):

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from aligned_forensics.autoencoders import AutoencoderConfig, load_autoencoder, materialise_autoencoder
-from aligned_forensics.errors import UserError
-from aligned_forensics.images import decode_rgb, psnr
-from aligned_forensics.roundtrip import downsampling_factor, roundtrip
-from aligned_forensics.sources.samples import SAMPLE_PHOTOS, bundled_photo_path
-from aligned_forensics.taesd import TinyAutoencoder, load_weight_pair
+from aligned_forensics.autoencoder.autoencoder import AutoencoderConfig, load_autoencoder, materialise_autoencoder
+from aligned_forensics.autoencoder.roundtrip import downsampling_factor, roundtrip
+from aligned_forensics.autoencoder.taesd import TinyAutoencoder, load_weight_pair
+from aligned_forensics.common.errors import UserError
+from aligned_forensics.common.images import decode_rgb, psnr
+from aligned_forensics.data.sources.samples import SAMPLE_PHOTOS, bundled_photo_path
 
-TAEF2 = Path(__file__).resolve().parents[3] / "shared" / "weights" / "taef2"
-needs_taef2 = pytest.mark.skipif(not TAEF2.is_dir(), reason="../shared/weights/taef2 is a developer-only asset")
+TAEF2 = Path(__file__).resolve().parents[2] / "assets" / "autoencoders" / "taef2"
+needs_taef2 = pytest.mark.skipif(not TAEF2.is_dir(), reason="assets/autoencoders/taef2 is missing")
 
 
 def save_pair(model: TinyAutoencoder, prefix: Path) -> None:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
 
-from aligned_forensics.errors import DataError
-from aligned_forensics.evaluate import tpr_at_fpr
-from aligned_forensics.threshold import candidate_thresholds, detection_metrics, rates_at, select_threshold
+from aligned_forensics.common.errors import DataError
+from aligned_forensics.detector.metrics import candidate_thresholds, detection_metrics, rates_at, select_threshold
+from aligned_forensics.evaluation.evaluate import tpr_at_fpr
 
 
 def _synthetic(seed: int, n_real: int = 60, n_fake: int = 40, ties: bool = False):

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from aligned_forensics.augment import AugmentConfig, draw_augmentation
-from aligned_forensics.augment_ops import apply_augmentation, center_crop
-from aligned_forensics.data import EpochSampler, SyncedPairs, collate_synced
-from aligned_forensics.images import encode_png
-from aligned_forensics.models import count_parameters, create_detector
-from aligned_forensics.sampling import seeded_subset
-from aligned_forensics.training import EarlyStopping
+from aligned_forensics.common.images import encode_png
+from aligned_forensics.common.sampling import seeded_subset
+from aligned_forensics.detector.models import count_parameters, create_detector
+from aligned_forensics.detector.preprocessing import center_crop
+from aligned_forensics.training.augment import AugmentConfig, draw_augmentation
+from aligned_forensics.training.augment_ops import apply_augmentation
+from aligned_forensics.training.dataset import EpochSampler, SyncedPairs, collate_synced
+from aligned_forensics.training.train import EarlyStopping
 
 
 def test_res50nodown_matches_the_paper():
@@ -94,7 +95,7 @@ def test_imagenet_initialisation_loads_all_but_the_head(monkeypatch):
 
     from torchvision.models import ResNet18_Weights, resnet18
 
-    from aligned_forensics.errors import UserError
+    from aligned_forensics.common.errors import UserError
 
     reference = resnet18().state_dict()  # stands in for the downloaded file: no network in tests
     monkeypatch.setattr(ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict",

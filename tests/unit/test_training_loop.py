@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from aligned_forensics import training
-from aligned_forensics.augment import AugmentConfig
-from aligned_forensics.checkpoints import load_detector, read_checkpoint
-from aligned_forensics.data import EpochSampler
-from aligned_forensics.errors import UserError
-from aligned_forensics.images import encode_jpeg, encode_png
-from aligned_forensics.io import write_csv
-from aligned_forensics.models import create_detector
-from aligned_forensics.training import TrainConfig, train_detector
+from aligned_forensics.common.errors import UserError
+from aligned_forensics.common.images import encode_jpeg, encode_png
+from aligned_forensics.common.io import write_csv
+from aligned_forensics.detector.checkpoints import load_detector, read_checkpoint
+from aligned_forensics.detector.models import create_detector
+from aligned_forensics.training import train as training
+from aligned_forensics.training.augment import AugmentConfig
+from aligned_forensics.training.dataset import EpochSampler
+from aligned_forensics.training.train import TrainConfig, train_detector
 
 CONFIG = TrainConfig(arch="res18", pretrained="none", seed=3, batch_size=4, max_epochs=3, patience=5, workers=0,
                      device="cpu", augment=AugmentConfig(crop_size=32))

@@ -1,0 +1,1 @@
+"""The autoencoder phase: loading autoencoders, one round trip, the reconstruct stage."""

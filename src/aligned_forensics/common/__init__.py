@@ -1,0 +1,1 @@
+"""Shared by every stage: params, atomic io, errors, progress, image decoding, figures, devices."""

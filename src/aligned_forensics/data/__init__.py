@@ -1,0 +1,1 @@
+"""The data phase: sources of real photos, downloads, archives, the fetch and manifest stages."""

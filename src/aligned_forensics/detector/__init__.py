@@ -1,0 +1,1 @@
+"""What a detector is, shared by training and evaluation: models, checkpoints, preprocessing, metrics."""

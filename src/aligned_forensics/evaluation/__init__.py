@@ -1,0 +1,1 @@
+"""The evaluation phase: scoring, the threshold, evaluate and report stages, predict."""
