@@ -6,7 +6,10 @@ RUN := PATH="$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
 .PHONY: setup demo test test-fast lint clean-demo
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed .dvc/plots/offline.html
+
+.dvc/plots/offline.html: $(VENV)/.installed  # lets `dvc plots show` render without internet
+	$(BIN)/python -m aligned_forensics.common.offline_plots --out $@
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this che
 
 from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
 from aligned_forensics.common.figures import pr_points, roc_points, write_curves_png, write_points, write_sweeps_png
-from aligned_forensics.common.io import atomic_write_text, write_json  # noqa: E402
+from aligned_forensics.common.io import atomic_write_text, pick, write_json, write_metrics  # noqa: E402
 from aligned_forensics.evaluation.evaluate import EvaluateConfig, run_evaluate  # noqa: E402
 from aligned_forensics.evaluation.report import summary_table  # noqa: E402
 from aligned_forensics.evaluation.threshold import write_scores  # noqa: E402
@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
                      "mean_p_fake_fake": round(row["mean_p_fake_fake"], 5), "bacc": round(row["bacc"], 5)}
                     for row in sweeps.values() if row["kind"] == kind])
             write_sweeps_png(args.plots / "sweeps.png", sweeps, title=f"robustness of {config.sweeps.test_set}")
-        write_json(args.metrics, metrics)
+        declared = pick(metrics, "ap", "auc", "bacc")  # the mean over sets; per set too when there are several
+        if len(metrics["sets"]) > 1:
+            declared["sets"] = {name: pick(values, "ap", "auc", "bacc") for name, values in metrics["sets"].items()}
+        write_metrics(args.metrics, metrics, declared=declared)
         atomic_write_text(args.plots / "summary.md", summary_table(metrics))
         return (f"{len(scored_sets)} set(s), {metrics['n_real']:,} real + {metrics['n_fake']:,} fake: mean AP "
                 f"{metrics['ap']:.4f}, AUC {metrics['auc']:.4f}, bacc {metrics['bacc']:.4f} (at logit 0: "

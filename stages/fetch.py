@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
 from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
-from aligned_forensics.common.io import write_json  # noqa: E402
+from aligned_forensics.common.io import pick, write_metrics  # noqa: E402
 from aligned_forensics.data.download import DOWNLOADS_ENV, downloads_dir  # noqa: E402
 from aligned_forensics.data.fetch import FetchConfig, describe_dry_run, run_fetch  # noqa: E402
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             return summary
         counts = run_fetch(config, downloads=downloads_dir(args.downloads), out_dir=args.out,
                            index_path=args.index, rejects_path=args.rejects)
-        write_json(args.metrics, counts)
+        write_metrics(args.metrics, counts, declared=pick(counts, "rejected"))
         return ", ".join(f"{key}={value:,}" for key, value in counts.items() if isinstance(value, int))
 
     return run_stage("fetch", parser, body, argv)

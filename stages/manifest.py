@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
 from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
-from aligned_forensics.common.io import write_json  # noqa: E402
+from aligned_forensics.common.io import pick, write_metrics  # noqa: E402
 from aligned_forensics.data.manifest import ManifestConfig, build_manifest, write_manifest  # noqa: E402
 
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, rejects = build_manifest(config, index_path=args.index, fake_dir=args.fake,
                                        upstream_rejects=args.upstream_rejects)
         counts = write_manifest(rows, rejects, args.out)
-        write_json(args.metrics, counts)
+        write_metrics(args.metrics, counts, declared=pick(counts, "rejected"))
         return ", ".join(f"{split}={len(split_rows):,} pairs" for split, split_rows in rows.items()) + \
             f", {len(rejects):,} rejected"
 

@@ -26,7 +26,7 @@ from aligned_forensics.common.distributed import (
     sum_over_ranks,
 )
 from aligned_forensics.common.figures import write_pairs_png  # noqa: E402
-from aligned_forensics.common.io import write_json  # noqa: E402
+from aligned_forensics.common.io import pick, write_metrics  # noqa: E402
 
 PAIRS_SHOWN = 6
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         stats["resumed"] -= sharded_now
         stats["images_per_second"] = stats["reconstructed_now"] / stats["seconds"]
         write_pairs_png(args.pairs, reconstructed_pairs(args.index, args.out, count=PAIRS_SHOWN))
-        write_json(args.metrics, stats)
+        write_metrics(args.metrics, stats, declared=pick(stats, "psnr_mean", "psnr_min", "rejected"))
         return (f"{stats['images']:,} images ({stats['reconstructed_now']:,} reconstructed now, {stats['resumed']:,} "
                 f"kept from an earlier run, {stats['rejected']:,} rejected), {stats['images_per_second']:.1f} img/s, "
                 f"PSNR mean {stats['psnr_mean']:.2f} dB")

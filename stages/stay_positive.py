@@ -17,9 +17,9 @@ import torch  # noqa: E402
 
 from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
 from aligned_forensics.common.figures import write_points, write_weights_png  # noqa: E402
-from aligned_forensics.common.io import remove_partials, write_json  # noqa: E402
+from aligned_forensics.common.io import remove_partials, write_json, write_metrics  # noqa: E402
 from aligned_forensics.detector.checkpoints import load_detector  # noqa: E402
-from aligned_forensics.training.launch import describe_training, run_training  # noqa: E402
+from aligned_forensics.training.launch import declared_training_metrics, describe_training, run_training  # noqa: E402
 from aligned_forensics.training.stay_positive import (  # noqa: E402
     StayPositiveConfig,
     inspect_weights,
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=Path("data/manifest"))
     parser.add_argument("--out", type=Path, default=Path("data/stay_positive/model"))
     parser.add_argument("--live", type=Path, default=Path("metrics/stay_positive/train"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/stay_positive/train.json"),
+                        help="the best epoch's val metrics")
     parser.add_argument("--weights", type=Path, default=Path("metrics/stay_positive/weights"),
                         help="summary.json, top.json and weights.png: the final layer inspected")
 
@@ -47,10 +49,11 @@ def main(argv: list[str] | None = None) -> int:
                                        ranks=ranks, device=device)
 
         summary, ranks = run_training(fit, device_name=config.device, live_dir=args.live,
-                                      title=f"stay-positive retrain, {'synced pairs' if config.sync else 'independent'}"
-                                            f", seed {config.seed}")
+                                      title=f"stay-positive retrain, {config.pairing}, "
+                                            f"{'synced pairs' if config.sync else 'independent'}, seed {config.seed}")
         if ranks.rank:
             return "rank done"
+        write_metrics(args.metrics, summary, declared=declared_training_metrics(summary))
         cpu = torch.device("cpu")
         base, positive = load_detector(args.model, device=cpu)[0], load_detector(args.out / "best.pt", device=cpu)[0]
         counts, ranking = inspect_weights(base.fc, positive.fc)

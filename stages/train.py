@@ -12,8 +12,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
 from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
-from aligned_forensics.common.io import remove_partials  # noqa: E402
-from aligned_forensics.training.launch import describe_training, run_training  # noqa: E402
+from aligned_forensics.common.io import remove_partials, write_metrics  # noqa: E402
+from aligned_forensics.training.launch import declared_training_metrics, describe_training, run_training  # noqa: E402
 from aligned_forensics.training.train import TrainConfig, train_detector  # noqa: E402
 
 
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=Path("data/manifest"))
     parser.add_argument("--out", type=Path, default=Path("data/model"))
     parser.add_argument("--live", type=Path, default=Path("metrics/train"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"), help="the best epoch's val metrics")
 
     def body(args) -> str:
         config = load_config(args.params, "train", TrainConfig)
@@ -33,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
                                   val_manifest=args.manifest / "val.csv", model_dir=args.out, live=live,
                                   ranks=ranks, device=device)
 
-        summary, _ = run_training(fit, device_name=config.device, live_dir=args.live,
-                                  title=f"{config.arch}, {'synced pairs' if config.sync else 'independent images'}, "
-                                        f"seed {config.seed}")
+        batches = "synced pairs" if config.sync else "independent images"
+        summary, ranks = run_training(fit, device_name=config.device, live_dir=args.live,
+                                      title=f"{config.arch}, {config.pairing}, {batches}, seed {config.seed}")
+        if ranks.rank == 0:
+            write_metrics(args.metrics, summary, declared=declared_training_metrics(summary))
         return describe_training(summary)
 
     return run_stage("train", parser, body, argv)

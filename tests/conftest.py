@@ -30,6 +30,8 @@ TINY_PARAMS = {
                   "scoring": {"protocol": "full", "batch_size": 8}},
     "evaluate": {"device": "cpu", "scoring": {"protocol": "full", "batch_size": 8},
                  "sweeps": {"test_set": "test", "jpeg": [50], "webp": [60], "resize": [0.5]}},
+    "reference": {"scores": ["distance", "ratio"], "n_per_class": 5000, "seed": 0, "criterion": "bacc",
+                  "device": "cpu"},
     "report": {"title": "tiny"},
 }
 

@@ -31,7 +31,7 @@ def make_project(folder: Path, params: dict[str, Any]) -> Path:
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout.split()
     for name in listed:
-        if (ROOT / name).is_file() and not name.startswith(("data/", "metrics/")):
+        if (ROOT / name).is_file() and not name.startswith(("data/", "metrics/", "report/")):
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, folder / name)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -40,3 +40,12 @@ def make_project(folder: Path, params: dict[str, Any]) -> Path:
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], folder)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], folder)
     return folder
+
+
+def resolved_stages(root: Path = ROOT) -> dict[str, dict[str, Any]]:
+    """dvc.yaml's stages as DVC resolves them (vars and foreach expanded: `threshold@base`, …), in file order."""
+    from dvc.parsing import DataResolver
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return DataResolver(repo, str(root), yaml.safe_load((root / "dvc.yaml").read_text())).resolve()["stages"]

@@ -71,7 +71,7 @@ def test_fetch_rejects_undecodable_bombs_animations_and_tiny_files_with_reasons(
     assert set(rejects) == {name for name, (_, rule) in CORPUS.items() if rule == FETCH}
     for name, reason in FETCH_REASONS.items():
         assert re.search(reason, rejects[name]), (name, rejects[name])
-    metrics = json.loads((corpus_run / "metrics/fetch.json").read_text())
+    metrics = json.loads((corpus_run / "metrics/info/fetch.json").read_text())
     assert metrics["rejected"] == len(FETCH_REASONS)
     assert metrics["images"] == 12 + sum(rule != FETCH for _, rule in CORPUS.values())
 
@@ -119,15 +119,15 @@ def test_converted_files_follow_the_documented_decode_rule(tmp_path):
 
 
 def test_later_stages_complete_and_evaluate_lists_every_unreadable_corpus_file(corpus_run):
-    evaluation = json.loads((corpus_run / "metrics/eval.json").read_text())
+    evaluation = json.loads((corpus_run / "metrics/info/eval.json").read_text())
     rejects = read_csv(corpus_run / "data/evaluate/corpus/rejects.csv")
     unreadable = {name for name, (_, rule) in CORPUS.items() if rule != CONVERTED} - {"tiny.png"}
     assert _names(rejects) == unreadable
     assert evaluation["sets"]["corpus"]["rejected"] == len(unreadable)
     scored = _names(read_csv(corpus_run / "data/evaluate/corpus/scores.csv"))
     assert {name for name, (_, rule) in CORPUS.items() if rule == CONVERTED} | {"tiny.png"} <= scored
-    assert json.loads((corpus_run / "metrics/threshold.json").read_text())["rejected"] == 0
-    assert (corpus_run / "data/model/best.pt").is_file() and (corpus_run / "metrics/report.md").is_file()
+    assert json.loads((corpus_run / "metrics/info/threshold.json").read_text())["rejected"] == 0
+    assert (corpus_run / "data/model/best.pt").is_file() and (corpus_run / "report/report.md").is_file()
 
 
 def test_two_files_with_one_stem_stop_fetch_before_any_work_naming_both(tmp_path):

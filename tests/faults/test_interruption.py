@@ -40,9 +40,10 @@ PARAMS["train"].update({"data_cap": 16, "max_epochs": 3, "patience": 2})
 ENV = PROJECT_ENV | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 # Outputs compared between the two projects (metrics with timings are compared without them).
 DATA = ("data/real", "data/fetch", "data/autoencoder", "data/fake", "data/reconstruct", "data/manifest", "data/model",
-        "metrics/fetch.json", "metrics/manifest.json", "metrics/reconstruct/pairs.png", "metrics/train")
-TIMINGS = {"metrics/train/metrics.json": ("train_seconds",),
-           "metrics/reconstruct.json": ("seconds", "images_per_second", "reconstructed_now", "resumed")}
+        "metrics/fetch.json", "metrics/manifest.json", "metrics/reconstruct/pairs.png", "metrics/train",
+        "metrics/train.json", "metrics/reconstruct.json", "metrics/info/fetch.json", "metrics/info/manifest.json")
+TIMINGS = {"metrics/train/metrics.json": ("train_seconds",), "metrics/info/train.json": ("train_seconds",),
+           "metrics/info/reconstruct.json": ("seconds", "images_per_second", "reconstructed_now", "resumed")}
 TEMP_PATTERNS = ("*.partial", "*.tmp", ".*.tmp-*", "*.partial/*")  # io.py's PARTIAL_SUFFIX, and other writers'
 
 

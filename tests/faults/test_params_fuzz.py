@@ -40,6 +40,7 @@ SOURCE_SPECS = {  # one valid entry per source kind (the rest of its keys take t
     "coco": {"kind": "coco", "split": "val"},
     "lsun": {"kind": "lsun", "category": "bedroom", "split": "train"},
     "archive": {"kind": "archive", "path": "photos.tar.gz"},
+    "procedural": {"kind": "procedural", "count": 8},
 }
 STAGE_SECTIONS: dict[str, type] = {"autoencoder": AutoencoderConfig, "reconstruct": ReconstructConfig,
                                    "manifest": ManifestConfig, "train": TrainConfig, "threshold": ThresholdConfig,
@@ -197,8 +198,8 @@ MUTATIONS = list(mutations(SEED))
 
 def test_the_fuzz_covers_every_section_and_many_keys():
     sections = {case for case, *_ in MUTATIONS}
-    assert {"fetch/samples", "fetch/folder", "fetch/coco", "fetch/lsun", "fetch/archive", "autoencoder",
-            "reconstruct", "manifest", "train", "threshold", "evaluate", "report"} <= sections
+    assert {"fetch/samples", "fetch/folder", "fetch/coco", "fetch/lsun", "fetch/archive", "fetch/procedural",
+            "autoencoder", "reconstruct", "manifest", "train", "threshold", "evaluate", "report"} <= sections
     assert set(optional_sections()) <= sections
     assert len(MUTATIONS) > 400
     assert any(path[:2] == ("augment", "crop_size") for _, section, path, *_ in MUTATIONS if section == "train")

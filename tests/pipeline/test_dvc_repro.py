@@ -23,8 +23,8 @@ def project(tmp_path_factory) -> Path:
 
 
 def test_repro_produces_every_metrics_file(project):
-    for name in ("fetch", "reconstruct", "manifest", "threshold", "eval", "train/metrics", "stay_positive/eval",
-                 "stay_positive/threshold", "stay_positive/train/metrics", "stay_positive/weights/summary"):
+    for name in ("fetch", "reconstruct", "manifest", "threshold", "eval", "train", "stay_positive/eval",
+                 "stay_positive/threshold", "stay_positive/train", "stay_positive/weights/summary", "reference"):
         metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
         assert metrics, name
     shown = run(["dvc", "metrics", "show", "--json"], project).stdout
@@ -35,6 +35,19 @@ def test_second_repro_runs_nothing(project):
     result = run(["dvc", "repro"], project)
     assert "Running stage" not in result.stdout + result.stderr
     run(["dvc", "status", "-q"], project)  # exit 0: nothing stale
+
+
+def test_editing_the_augmentation_re_runs_training_only(project):
+    """Scoring code lives apart from training code: thresholds and evaluations stay up to date (`dvc status`)."""
+    augment = project / "src/aligned_forensics/training/augment.py"
+    original = augment.read_text()
+    augment.write_text(original + "\n# an edit\n")
+    try:
+        stale = json.loads(run(["dvc", "status", "--json"], project).stdout)
+    finally:
+        augment.write_text(original)
+    assert set(stale) == {"train", "stay_positive"}, stale
+    run(["dvc", "status", "-q"], project)
 
 
 def test_data_folders_are_linked_not_copied(project):
@@ -49,7 +62,7 @@ def test_experiment_changes_metrics(project):
     listed = run(["dvc", "exp", "show", "--json"], project).stdout
     assert "train.seed" in listed or '"seed": 1' in listed
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout or "{}")
-    assert "metrics/train/metrics.json" in diff, diff
+    assert "metrics/train.json" in diff, diff
     params = json.loads(run(["dvc", "params", "diff", "--json"], project).stdout)
     assert params["params.yaml"]["train.seed"]["old"] == 17 and params["params.yaml"]["train.seed"]["new"] == 1
 
@@ -60,11 +73,11 @@ TAEF2 = ROOT / "assets" / "autoencoders" / "taef2"
 @pytest.mark.skipif(not TAEF2.is_dir(), reason="assets/autoencoders/taef2 is missing")
 def test_exp_run_with_the_taef2_weight_pair_runs_the_whole_pipeline(project):
     run(["dvc", "exp", "run", "-S", "autoencoder.kind=taesd", "-S", f"autoencoder.path={TAEF2}"], project)
-    metrics = json.loads((project / "metrics/reconstruct.json").read_text())
+    metrics = json.loads((project / "metrics/info/reconstruct.json").read_text())
     assert metrics["autoencoder_class"] == "TinyAutoencoder" and metrics["psnr_mean"] > 25
-    assert metrics["images"] == json.loads((project / "metrics/fetch.json").read_text())["images"]
+    assert metrics["images"] == json.loads((project / "metrics/info/fetch.json").read_text())["images"]
     assert (project / "metrics/reconstruct/pairs.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((project / "metrics/eval.json").read_text())["n_fake"] > 0
+    assert json.loads((project / "metrics/info/eval.json").read_text())["n_fake"] > 0
 
 
 def test_exp_run_independent_batches_on_a_capped_subset(project):

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def pipeline_commands() -> list[tuple[str, str, list[str]]]:
     """(stage, script, argv) of every dvc.yaml stage in file order (pipeline order), exactly as DVC runs them."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    from tests.projects import resolved_stages
+
+    stages = resolved_stages()
     commands = []
     for name, stage in stages.items():
         words = shlex.split(stage["cmd"])  # python stages/<script>.py --flag value ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -41,7 +42,7 @@ def test_several_test_sets_and_their_mean(workspace, folders, tmp_path, monkeypa
             {"name": "gen_a", "real": str(folders / "real"), "fake": str(folders / "gen_a")},
             {"name": "gen_a_glob", "real": str(folders / "real" / "*.jpg"), "fake": str(folders / "gen_a/*.png")}]
     assert run_evaluate(workspace, tmp_path, monkeypatch, sets) == 0
-    metrics = json.loads((tmp_path / "metrics/eval.json").read_text())
+    metrics = json.loads((tmp_path / "metrics/info/eval.json").read_text())
     assert set(metrics["sets"]) == {"test", "gen_a", "gen_a_glob"}
     assert metrics["sets"]["gen_a"]["ap"] == metrics["sets"]["test"]["ap"]  # the same images, found by folder
     assert metrics["sets"]["gen_a"]["rejected"] == 1  # broken.png listed and excluded; readme.txt is not an image
@@ -53,6 +54,22 @@ def test_several_test_sets_and_their_mean(workspace, folders, tmp_path, monkeypa
     assert set(sweeps) == {"jpeg-50", "webp-60", "resize-0.5"}
     assert all(0 <= row["mean_p_fake_real"] <= 1 and row["n_real"] > 0 for row in sweeps.values())
     assert json.loads((tmp_path / "metrics/eval/sweeps/resize.json").read_text())[0]["level"] == 0.5
+
+
+def test_unreadable_headers_and_undecodable_pixels_are_rejected_under_one_stage_label(workspace, folders, tmp_path,
+                                                                                     monkeypatch):
+    """broken.png fails at its header, truncated.jpg only when its pixels are decoded: one label for both."""
+    whole = sorted((folders / "real").glob("*.jpg"))[0].read_bytes()
+    scan = whole.index(b"\xff\xda")  # start of scan: every header before it is whole, the pixels are cut short
+    (folders / "gen_a" / "truncated.jpg").write_bytes(whole[: scan + 40])
+    sets = [{"name": "test", "split": "test"},
+            {"name": "gen_a", "real": str(folders / "real"), "fake": str(folders / "gen_a")}]
+    assert run_evaluate(workspace, tmp_path, monkeypatch, sets) == 0
+    rejects = read_csv(tmp_path / "data/evaluate/gen_a/rejects.csv")
+    assert {Path(row["path"]).name: row["stage"] for row in rejects} == {"broken.png": "evaluate:gen_a",
+                                                                          "truncated.jpg": "evaluate:gen_a"}
+    assert "truncated" in next(row["reason"] for row in rejects if row["path"].endswith("truncated.jpg"))
+    assert json.loads((tmp_path / "metrics/info/eval.json").read_text())["sets"]["gen_a"]["rejected"] == 2
 
 
 def test_a_set_without_fakes_is_named(workspace, folders, tmp_path, monkeypatch, caplog):

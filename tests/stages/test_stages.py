@@ -25,8 +25,14 @@ def test_every_stage_writes_its_outputs(workspace):
 
 
 def test_metrics_are_computed_values(workspace):
-    metrics = {name: json.loads((workspace / "metrics" / f"{name}.json").read_text())
+    metrics = {name: json.loads((workspace / "metrics" / "info" / f"{name}.json").read_text())
                for name in ("fetch", "reconstruct", "manifest", "threshold", "eval")}
+    declared = {name: json.loads((workspace / "metrics" / f"{name}.json").read_text())
+                for name in ("fetch", "reconstruct", "manifest", "threshold", "eval", "train")}
+    assert declared["reconstruct"] == {key: round(metrics["reconstruct"][key], 4)
+                                       for key in ("psnr_mean", "psnr_min", "rejected")}
+    assert declared["threshold"]["threshold"] == metrics["threshold"]["threshold"]  # full precision: evaluate reads it
+    assert all(isinstance(value, (int, float)) for values in declared.values() for value in values.values())
     assert metrics["fetch"]["images"] == 44 and metrics["fetch"]["rejected"] == 0
     assert metrics["reconstruct"]["images"] == 44 and 0 < metrics["reconstruct"]["psnr_mean"] < 60
     threshold = metrics["threshold"]
@@ -43,10 +49,10 @@ def test_metrics_are_computed_values(workspace):
     assert roc[0] == {"fpr": 0.0, "tpr": roc[0]["tpr"], "threshold": roc[0]["threshold"]} and roc[-1]["fpr"] == 1.0
     for picture in ("metrics/eval/curves/test.png", "metrics/eval/sweeps.png", "metrics/train/curves.png"):
         assert (workspace / picture).read_bytes()[:4] == b"\x89PNG"
-    report = (workspace / "metrics/report.md").read_text()
+    report = (workspace / "report/report.md").read_text()
     assert report.startswith("# tiny") and f"**{threshold['threshold']:.4f}**" in report
     for link in ("reconstruct/pairs.png", "train/curves.png", "eval/curves/test.png", "eval/sweeps.png"):
-        assert f"]({link})" in report and (workspace / "metrics" / link).is_file()
+        assert f"](../metrics/{link})" in report and (workspace / "report" / "../metrics" / link).is_file()
     scores = read_csv(workspace / "data/evaluate/test/scores.csv")
     assert len(scores) == evaluation["n_real"] + evaluation["n_fake"]
     called_fake = [row for row in scores if row["called"] == "fake"]

@@ -71,16 +71,16 @@ def test_inspection_matches_the_checkpoint_and_the_report_compares_both_models(w
     assert len(top) == 20 and [row["weight"] for row in top] == sorted((row["weight"] for row in top), reverse=True)
     assert top[0]["weight"] == round(float(weights.max()), 6) and weights[top[0]["feature"]] == weights.max()
     assert (workspace / "metrics/stay_positive/weights/weights.png").read_bytes()[:4] == b"\x89PNG"
-    base_eval = json.loads((workspace / "metrics/eval.json").read_text())
-    positive_eval = json.loads((workspace / "metrics/stay_positive/eval.json").read_text())
-    positive_threshold = json.loads((workspace / "metrics/stay_positive/threshold.json").read_text())
+    base_eval = json.loads((workspace / "metrics/info/eval.json").read_text())
+    positive_eval = json.loads((workspace / "metrics/stay_positive/info/eval.json").read_text())
+    positive_threshold = json.loads((workspace / "metrics/stay_positive/info/threshold.json").read_text())
     assert positive_eval["threshold"] == positive_threshold["threshold"]
-    report = (workspace / "metrics/report.md").read_text()
+    report = (workspace / "report/report.md").read_text()
     assert "## Stay-Positive" in report
     assert f"{base_eval['ap']:.4f} → {positive_eval['ap']:.4f}" in report
     for link in ("stay_positive/weights/weights.png", "stay_positive/train/curves.png",
                  "stay_positive/eval/curves/test.png"):
-        assert f"]({link})" in report and (workspace / "metrics" / link).is_file()
+        assert f"](../metrics/{link})" in report and (workspace / "report" / "../metrics" / link).is_file()
     bundle = read_checkpoint(workspace / "data/stay_positive/bundle/detector.pt")
     assert bundle["threshold"]["threshold"] == pytest.approx(positive_threshold["threshold"], abs=5e-7)  # JSON: 6
     assert bundle["config"]["retrain"]["unfreeze_last_blocks"] == 0

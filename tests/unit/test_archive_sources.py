@@ -126,6 +126,41 @@ def test_lsun_keys_are_exported_with_their_format_and_cropped_to_multiples_of_8(
     assert [Path(r["path"]).read_bytes() for r in again] == [Path(r["path"]).read_bytes() for r in rows]
 
 
+def test_lsun_cache_is_checked_against_the_url_and_checksum_on_every_run(http, tmp_path):
+    """The unpacked data.mdb is reused only for the archive the params name: another url (or no checksum and
+    another url) downloads, verifies and unpacks the new archive; a wrong checksum is refused, cache or not."""
+    values = list(lsun_images(14).items())
+    first, second = dict(values[:8]), dict(values[8:])  # disjoint keys: every stem tells its archive
+    archives = {"/a/bedroom_val_lmdb.zip": lsun_zip("bedroom", "val", first),
+                "/b/bedroom_val_lmdb.zip": lsun_zip("bedroom", "val", second)}
+    http.files.update(archives)
+
+    def lsun(folder, checksum):
+        return {"kind": "lsun", "category": "bedroom", "split": "val", "count": 0, "url": http.url(f"/{folder}/"),
+                "checksum": checksum, "use_as": "val", "multiple_of": 0}
+
+    def fetched(rows):
+        return {row["stem"].removeprefix("lsun-bedroom-"): Path(row["path"]).read_bytes() for row in rows}
+
+    a, b = md5(archives["/a/bedroom_val_lmdb.zip"]), md5(archives["/b/bedroom_val_lmdb.zip"])
+    assert fetched(fetch(tmp_path, [lsun("a", a)], run="a")[1]) == first
+    assert fetched(fetch(tmp_path, [lsun("a", a)], run="a-cached")[1]) == first
+    assert len(http.gets("/a/bedroom_val_lmdb.zip")) == 1  # the cached, recorded unpack was reused
+    assert fetched(fetch(tmp_path, [lsun("b", b)], run="b")[1]) == second  # not the old cache
+    assert len(http.gets("/b/bedroom_val_lmdb.zip")) == 1
+    with pytest.raises(DataError, match=f"checksum mismatch for {http.url('/b/bedroom_val_lmdb.zip')}: expected "
+                                        f"{a}, got {b}; the file was moved aside .*check the url, or set the "
+                                        "source's checksum param"):
+        fetch(tmp_path, [lsun("b", a)], run="wrong")  # the cache is present and unpacked from b
+    assert not (tmp_path / "wrong").exists()
+    assert fetched(fetch(tmp_path, [lsun("b", b)], run="b-again")[1]) == second
+    assert fetched(fetch(tmp_path, [lsun("a", "")], run="a-unverified")[1]) == first  # url alone changed
+    assert len(http.gets("/a/bedroom_val_lmdb.zip")) == 2
+    downloads = tmp_path / "downloads"
+    assert not list(downloads.glob("*.partial")) and sorted(p.name for p in (downloads / "bedroom_val_lmdb").iterdir()
+                                                            ) == ["data.mdb", "unpacked-from.json"]
+
+
 def test_lsun_archive_without_an_lmdb_is_a_clear_error(http, tmp_path):
     http.files["/lsun/tower_val_lmdb.zip"] = COCO_ZIP
     lsun = {"kind": "lsun", "category": "tower", "split": "val", "url": http.url("/lsun/"), "checksum": ""}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aligned_forensics.common.images import decode_rgb
+from aligned_forensics.common.images import ImageDecodeError, decode_rgb, image_header
 
 GREY = np.arange(0, 240, 10, dtype=np.uint8).reshape(4, 6)  # (4, 6)
 
@@ -46,3 +46,22 @@ def test_exif_orientation_is_applied(orientation):
     exif[0x0112] = orientation
     decoded = decode_rgb(encoded(Image.fromarray(rgb), "JPEG", quality=100, exif=exif))
     assert decoded.shape == ((4, 6, 3) if orientation == 3 else (6, 4, 3))
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image", b"\x89PNG\r\n\x1a\n"])
+def test_the_reason_for_undecodable_bytes_holds_no_memory_address(data):
+    """Reasons are written to rejects files: the same bytes must give the same text in every run."""
+    reasons = []
+    for _ in range(2):
+        with pytest.raises(ImageDecodeError) as error:
+            decode_rgb(bytes(data))  # a new bytes object (and BytesIO) each time: another address
+        reasons.append(str(error.value))
+    assert reasons[0] == reasons[1] and "0x" not in reasons[0] and " at " not in reasons[0], reasons
+    assert reasons[0].startswith(("UnidentifiedImageError: cannot identify image file", "SyntaxError", "OSError"))
+
+
+def test_the_reason_for_an_undecodable_file_names_the_file(tmp_path):
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"not an image")
+    with pytest.raises(ImageDecodeError, match=r"UnidentifiedImageError: cannot identify image file .*broken.jpg"):
+        image_header(path)

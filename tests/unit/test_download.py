@@ -78,6 +78,15 @@ def test_persistent_server_errors_give_up_with_the_url(served, tmp_path):
         download(remote(served), tmp_path, policy=FAST)
 
 
+def test_a_failed_download_names_a_partial_file_only_when_one_exists(served, tmp_path):
+    served.faults["/zips/archive.zip"].extend(["status:503"] * 3)
+    with pytest.raises(DataError, match="failed 3 times") as error:
+        download(remote(served), tmp_path, policy=FAST)
+    assert not (tmp_path / "archive.zip.partial").exists()
+    message = str(error.value)  # no byte arrived: there is no partial file to name or resume from
+    assert ".partial" not in message and "bytes kept" not in message and "nothing was kept" in message, message
+
+
 def test_not_found_is_not_retried(served, tmp_path):
     missing = RemoteFile(url=served.url("/zips/nope.zip"), name="nope.zip", checksum="")
     with pytest.raises(DataError, match=r"/zips/nope.zip: HTTP 404.*url param"):
@@ -108,3 +117,17 @@ def test_checksum_syntax_is_checked():
     assert parse_checksum("", key="k") == ("", "")
     with pytest.raises(ParamsError, match="params key 'fetch.sources.0.checksum'"):
         parse_checksum("md5:123", key="fetch.sources.0.checksum")
+
+
+def test_an_unverified_file_is_downloaded_again_when_its_url_changes(served, tmp_path):
+    other = os.urandom(300_000)
+    served.files["/mirror/archive.zip"] = other
+    assert download(remote(served, ""), tmp_path, policy=FAST).read_bytes() == PAYLOAD
+    moved = RemoteFile(url=served.url("/mirror/archive.zip"), name="archive.zip", checksum="")
+    assert download(moved, tmp_path, policy=FAST).read_bytes() == other  # no checksum: only the url tells them apart
+    assert download(moved, tmp_path, policy=FAST).read_bytes() == other
+    assert len(served.gets("/mirror/archive.zip")) == 1
+    pinned = RemoteFile(url=served.url("/zips/archive.zip"), name="archive.zip",
+                        checksum="sha256:" + hashlib.sha256(other).hexdigest())
+    assert download(pinned, tmp_path, policy=FAST).read_bytes() == other  # pinned: the same bytes from any url
+    assert served.gets("/zips/archive.zip") == [""]

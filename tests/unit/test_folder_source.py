@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -64,3 +67,39 @@ def test_clear_errors(tree, tmp_path):
     (tree / "a.png").write_bytes((tree / "sub dir" / "c.png").read_bytes())
     with pytest.raises(ParamsError, match="share the stem 'photos-a'"):
         plan_fetch(FetchConfig(seed=0, sources=({"kind": "folder", "path": str(tree)},)))
+
+
+def test_every_shared_stem_is_listed_with_which_file_to_rename(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    pixels = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    for name in ("a.jpg", "a.png", "b.jpg", "b.jpeg", "c.jpg", "c.png", "c.webp", "d.jpg"):
+        (root / name).write_bytes(encode_png(pixels) if name.endswith(".png") else encode_jpeg(pixels, quality=80))
+    config = FetchConfig(seed=0, sources=({"kind": "folder", "path": str(root), "prefix": "p"},))
+    with pytest.raises(ParamsError) as error:
+        plan_fetch(config, downloads=tmp_path / "downloads")
+    message = str(error.value)
+    assert message.startswith("3 stem(s) are shared by more than one real image")
+    assert f"two reals share the stem 'p-a': {root / 'a.jpg'} and {root / 'a.png'}; keep a.jpg" in message
+    assert f"two reals share the stem 'p-b': {root / 'b.jpeg'} and {root / 'b.jpg'}; keep b.jpeg" in message
+    assert f"3 reals share the stem 'p-c': {root / 'c.jpg'}, {root / 'c.png'} and {root / 'c.webp'}" in message
+    assert f"rename (or remove) {root / 'c.png'} to c_2.png, {root / 'c.webp'} to c_3.webp" in message
+    assert "'p-d'" not in message and "prefix" in message
+    for old, new in re.findall(r"(\S+) to (\S+?)(?:,|$)", message, flags=re.MULTILINE):
+        if old.startswith(str(root)):
+            Path(old).rename(root / new)  # the advice, followed literally, leaves unique stems
+    assert len(plan_fetch(config, downloads=tmp_path / "downloads")) == 8
+
+
+def test_many_shared_stems_list_the_first_twenty_and_count_the_rest(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    data = encode_jpeg(np.zeros((16, 16, 3), np.uint8), quality=80)
+    for i in range(25):
+        (root / f"{i:02d}.jpg").write_bytes(data)
+        (root / f"{i:02d}.jpeg").write_bytes(data)
+    with pytest.raises(ParamsError) as error:
+        plan_fetch(FetchConfig(seed=0, sources=({"kind": "folder", "path": str(root), "prefix": "p"},)))
+    message = str(error.value)
+    assert message.startswith("25 stem(s)") and message.count("two reals share the stem") == 20
+    assert "'p-19'" in message and "'p-20'" not in message and "... and 5 more shared stem(s)" in message

@@ -31,3 +31,15 @@ def test_csv_round_trip_with_unix_line_ends(tmp_path):
     assert write_csv(path, [{"x": 1, "y": "a,b"}], ["x", "y"]) == 1
     assert b"\r" not in path.read_bytes()
     assert read_csv(path) == [{"x": "1", "y": "a,b"}]
+
+
+def test_declared_metrics_hold_only_the_chosen_quality_figures_and_the_record_keeps_everything(tmp_path):
+    from aligned_forensics.common.io import info_path, pick, write_metrics
+
+    record = {"ap": 0.912345678, "auc": 0.95, "seconds": 12.5, "autoencoder": "taef2", "n_real": 80}
+    write_metrics(tmp_path / "metrics" / "eval.json", record, declared=pick(record, "ap", "auc"))
+    assert json.loads((tmp_path / "metrics" / "eval.json").read_text()) == {"ap": 0.9123, "auc": 0.95}
+    assert info_path(tmp_path / "metrics" / "eval.json") == tmp_path / "metrics" / "info" / "eval.json"
+    assert json.loads((tmp_path / "metrics" / "info" / "eval.json").read_text())["autoencoder"] == "taef2"
+    with pytest.raises(KeyError, match="bacc"):
+        pick(record, "bacc")

@@ -61,7 +61,7 @@ def test_corrupt_and_upstream_rejected_images_are_listed_not_fatal(tmp_path):
     assert counts["pairs_train"] == 2 and counts["rejected"] == 1 and counts["formats"] == {"jpeg->png": 4}
     written = read_csv(tmp_path / "manifest" / "train.csv")
     assert list(written[0]) == ["stem", "real_path", "fake_path", "width", "height", "real_format", "fake_format",
-                                "source", "real_source_format"]
+                                "source", "real_source_format", "real_sha256", "fake_sha256"]
 
 
 def test_size_mismatch_is_rejected(tmp_path):

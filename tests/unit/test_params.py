@@ -135,12 +135,3 @@ def test_unknown_source_kind_and_source_key(repo_root):
         source_config({"kind": "imagenet"}, key="fetch.sources[0]")
     with pytest.raises(ParamsError, match=r"unknown params key 'fetch.sources\[0\].crops'"):
         source_config({"kind": "samples", "crops": 3}, key="fetch.sources[0]")
-
-
-@pytest.mark.parametrize("preset", ["sd-vae", "sd3-vae", "flux-vae"])
-def test_autoencoder_presets_differ_from_paper_sync_only_in_the_autoencoder(repo_root, preset):
-    ours = yaml.safe_load((repo_root / "presets" / f"{preset}.yaml").read_text())
-    paper = yaml.safe_load((repo_root / "presets" / "paper-sync.yaml").read_text())
-    assert {key: value for key, value in ours.items() if key != "autoencoder"} == \
-        {key: value for key, value in paper.items() if key != "autoencoder"}
-    assert ours["autoencoder"]["kind"] == "hub" and ours["autoencoder"]["id"] != paper["autoencoder"]["id"]

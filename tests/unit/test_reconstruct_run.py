@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,17 @@ def test_colliding_stems_name_both_reals(inputs, tmp_path):
     write_csv(tmp_path / "index.csv", rows, list(rows[0]))
     with pytest.raises(DataError, match=r"two reals share the stem 'img0': .*img0.jpg and .*img1.jpg"):
         run({**inputs, "index_path": tmp_path / "index.csv"}, tmp_path / "out")
+
+
+def test_every_shared_stem_in_the_index_is_listed(inputs, tmp_path):
+    rows = read_csv(inputs["index_path"])
+    rows[1]["stem"] = rows[0]["stem"]
+    rows[4]["stem"] = rows[5]["stem"] = rows[3]["stem"]
+    write_csv(tmp_path / "index.csv", rows, list(rows[0]))
+    with pytest.raises(DataError) as error:
+        run({**inputs, "index_path": tmp_path / "index.csv"}, tmp_path / "out")
+    message = str(error.value)
+    assert message.startswith("2 stem(s) are shared by more than one real image")
+    assert re.search(r"two reals share the stem 'img0': \S+img0.jpg and \S+img1.jpg", message)
+    assert re.search(r"3 reals share the stem 'img3': \S+img3.jpg, \S+img4.jpg and \S+img5.jpg", message)
+    assert "overwrite each other" in message and "dvc repro fetch" in message and not (tmp_path / "out").exists()

@@ -31,6 +31,7 @@ from aligned_forensics.common.io import atomic_write_bytes, read_csv, write_csv
 from aligned_forensics.common.params import require
 from aligned_forensics.common.prefetch import prefetch_map
 from aligned_forensics.common.progress import progress_bar
+from aligned_forensics.common.stems import shared_stems, shared_stems_message
 
 log = logging.getLogger(__name__)
 
@@ -218,9 +219,10 @@ def _remove_stale(out_dir: Path, wanted: set[Path]) -> None:
 
 
 def _check_unique_stems(rows: Sequence[dict[str, Any]]) -> None:
-    seen: dict[str, str] = {}
-    for row in rows:
-        if row["stem"] in seen:
-            raise DataError(f"two reals share the stem '{row['stem']}': {seen[row['stem']]} and {row['path']}; "
-                            "their fakes would overwrite each other (give one source another prefix)")
-        seen[row["stem"]] = row["path"]
+    """Every stem shared by reals in the index, in one error: their fakes would overwrite each other."""
+    shared = shared_stems((row["stem"], row["path"]) for row in rows)
+    if shared:
+        raise DataError(shared_stems_message(shared, fix=(
+            "Their fakes would overwrite each other. The fetch stage refuses such an index, so rerun "
+            "`dvc repro fetch` (after renaming or removing one source file of each pair in a folder source, or "
+            "giving one of two sources another `prefix`) instead of editing the index by hand.")))

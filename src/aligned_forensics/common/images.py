@@ -20,6 +20,9 @@ PNG_COMPRESS_LEVEL = 1  # lossless at any level; 1 is the fast end
 # Pillow's own decompression-bomb guard (Image.MAX_IMAGE_PIXELS, ~89.5 Mpx) only warns up to twice this; we
 # refuse anything above it before a pixel is decoded (a 1-bit PNG of that size is a few kB on disk).
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# An object's repr such as `<_io.BytesIO object at 0x7f…>`: Pillow names the stream it could not read, and the
+# address differs on every run.
+_OBJECT_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>")
 
 
 class ImageDecodeError(Exception):
@@ -42,9 +45,18 @@ def open_image(source: Path | bytes) -> Iterator[Image.Image]:
             yield image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # Pillow's guard was first
         pixels = re.search(r"\((\d+) pixels\)", str(error))
-        raise ImageDecodeError(_bomb_reason(int(pixels.group(1))) if pixels else f"refused: {error}") from None
+        raise ImageDecodeError(_bomb_reason(int(pixels.group(1))) if pixels else
+                               f"refused: {stable_message(error)}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
-        raise ImageDecodeError(f"{type(error).__name__}: {error}") from error
+        raise ImageDecodeError(f"{type(error).__name__}: {stable_message(error)}") from error
+
+
+def stable_message(error: BaseException) -> str:
+    """The error's text with object reprs (memory addresses) replaced by `<image data>`.
+
+    Reasons go into rejects files, which must be byte-identical between runs of the same inputs: an address
+    that changes every run would make DVC see a changed output and re-run every later stage."""
+    return _OBJECT_REPR.sub("<image data>", str(error))
 
 
 def _bomb_reason(pixels: int, prefix: str = "") -> str:

@@ -78,6 +78,26 @@ def write_json(path: Path, payload: Mapping[str, Any], *, digits: int = 6) -> No
     atomic_write_text(path, json.dumps(_round_floats(payload, digits), indent=2, sort_keys=True) + "\n")
 
 
+def info_path(metrics_path: Path) -> Path:
+    """Where the full record beside a declared metrics file lives: <folder>/info/<name>."""
+    return metrics_path.parent / "info" / metrics_path.name
+
+
+def write_metrics(path: Path, record: Mapping[str, Any], *, declared: Mapping[str, Any], digits: int = 4) -> None:
+    """Write `declared` to `path` (a DVC metric) and the whole `record` to info_path(path) (not one).
+
+    Declared metrics are what a researcher compares across experiments (`dvc metrics diff`, `dvc exp show`):
+    quality figures only, rounded so they read at a glance; counts of work, timings and labels stay in the
+    record, which the report reads."""
+    write_json(info_path(path), record)
+    write_json(path, declared, digits=digits)
+
+
+def pick(record: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    """The named keys of a record (a KeyError names a missing one)."""
+    return {key: record[key] for key in keys}
+
+
 def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> int:
     """Write rows (in the given order) as CSV with '\\n' line ends; return the row count."""
     buffer = io.StringIO()

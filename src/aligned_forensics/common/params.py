@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from aligned_forensics.common import presets
 from aligned_forensics.common.errors import ParamsError
 
 T = TypeVar("T")
@@ -30,12 +31,24 @@ def load_section(params_path: Path, section: str) -> dict[str, Any]:
         raise ParamsError(f"{params_path}: file not found (run from the repository root)") from None
     except yaml.YAMLError as error:
         raise ParamsError(f"{params_path}: not valid YAML: {error}") from None
+    if isinstance(document, Mapping) and "extends" in document:
+        document = _resolve_preset(Path(params_path))
     if section not in document:
-        raise ParamsError(f"{params_path}: section '{section}' is missing; copy it from presets/ or the README")
+        raise ParamsError(f"{params_path}: section '{section}' is missing; write a complete file with "
+                          "`aligned-forensics preset presets/<name>.yaml` or copy the section from the README")
     values = document[section]
     if not isinstance(values, Mapping):
         raise ParamsError(f"{params_path}: section '{section}' must be a mapping, got {values!r}")
     return dict(values)
+
+
+def _resolve_preset(path: Path) -> dict[str, Any]:
+    """A preset (a file with `extends`) merged over its base, so `--params presets/paper.yaml` works in any stage."""
+    if path.name == "params.yaml":
+        # DVC hashes only the keys written in params.yaml: a change in the extended file would rerun nothing
+        raise ParamsError(f"{path}: uses 'extends', but params.yaml must be complete because DVC tracks only the "
+                          "keys written in it; write it whole with `aligned-forensics preset PRESET` instead")
+    return presets.resolve(path).document
 
 
 def build_config(cls: type[T], values: Mapping[str, Any], *, section: str) -> T:

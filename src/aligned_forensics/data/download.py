@@ -73,11 +73,17 @@ def parse_checksum(text: str, *, key: str) -> tuple[str, str]:
 
 def file_digest(path: Path, algorithm: str) -> str:
     """Hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.new(algorithm)
+    return file_digests(path, (algorithm,))[algorithm]
+
+
+def file_digests(path: Path, algorithms: tuple[str, ...] = DIGESTS) -> dict[str, str]:
+    """Hex digests of a file in several algorithms, from one read (archives can be tens of GB)."""
+    digests = {algorithm: hashlib.new(algorithm) for algorithm in algorithms}
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+            for digest in digests.values():
+                digest.update(chunk)
+    return {algorithm: digest.hexdigest() for algorithm, digest in digests.items()}
 
 
 def cached_path(remote: RemoteFile, directory: Path, *, record: bool = True) -> Path | None:
@@ -124,8 +130,7 @@ def download(remote: RemoteFile, directory: Path, *, policy: RetryPolicy = Retry
         except _Retryable as error:
             if attempt == policy.attempts:
                 raise DataError(f"download of {remote.url} failed {attempt} times, last: {error}; "
-                                f"{partial.stat().st_size if partial.exists() else 0:,} bytes kept in {partial}; "
-                                "rerun to resume") from None
+                                f"{_kept(partial)}") from None
             wait = policy.backoff_s * 2 ** (attempt - 1)
             log.warning("%s (attempt %d of %d); retrying in %.1f s", error, attempt, policy.attempts, wait)
             time.sleep(wait)
@@ -133,6 +138,14 @@ def download(remote: RemoteFile, directory: Path, *, policy: RetryPolicy = Retry
     os.replace(partial, final)
     _etag_path(partial).unlink(missing_ok=True)
     return final
+
+
+def _kept(partial: Path) -> str:
+    """What a failed download leaves behind: the partial file is named only when it holds bytes to resume from."""
+    have = partial.stat().st_size if partial.is_file() else 0
+    if have:
+        return f"{have:,} bytes kept in {partial}; rerun to resume"
+    return "no bytes were received, so nothing was kept; check that the url is reachable and rerun"
 
 
 def _stream(url: str, partial: Path, *, timeout_s: float) -> None:
@@ -205,24 +218,32 @@ def _verify_or_move_aside(partial: Path, remote: RemoteFile) -> None:
 
 
 def _verified(path: Path, remote: RemoteFile, *, record: bool) -> bool:
-    """True when the file was verified against this checksum before and has not changed since."""
+    """True when the file matches the pinned checksum (hashed only when the file or the checksum changed since
+    the last check); without a checksum, when it was downloaded from this same url."""
     algorithm, expected = parse_checksum(remote.checksum, key=f"checksum of {remote.name}")
     stamp = _stamp_path(path)
-    stat = path.stat()
-    fingerprint = {"checksum": remote.checksum, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if stamp.exists() and json.loads(stamp.read_text()) == fingerprint:
-        return True
-    if expected and file_digest(path, algorithm) != expected:
+    previous = json.loads(stamp.read_text()) if stamp.exists() else {}
+    fingerprint = _fingerprint(path, remote)
+    unchanged = all(previous.get(key) == fingerprint[key] for key in ("checksum", "bytes", "mtime_ns"))
+    if not expected:
+        if previous.get("url", remote.url) != remote.url:  # stamps from before urls were recorded: kept
+            return False  # nothing says another url serves the same file: download it again
+    elif not unchanged and file_digest(path, algorithm) != expected:
         return False  # a different version under the same name: download again (to .partial)
-    if record:
+    if record and previous != fingerprint:
         stamp.write_text(json.dumps(fingerprint))
     return True
 
 
 def _record_verified(partial: Path, remote: RemoteFile) -> None:
-    stat = partial.stat()  # os.replace keeps size and mtime, so the stamp stays valid for the final name
-    stamp = {"checksum": remote.checksum, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    _stamp_path(partial.with_name(remote.name)).write_text(json.dumps(stamp))
+    # os.replace keeps size and mtime, so the stamp stays valid for the final name
+    _stamp_path(partial.with_name(remote.name)).write_text(json.dumps(_fingerprint(partial, remote)))
+
+
+def _fingerprint(path: Path, remote: RemoteFile) -> dict[str, Any]:
+    """What a stamp records: the checksum verified, the url, and the file's size and mtime at that moment."""
+    stat = path.stat()
+    return {"checksum": remote.checksum, "url": remote.url, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def _etag_path(partial: Path) -> Path:

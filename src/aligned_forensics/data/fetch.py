@@ -18,6 +18,7 @@ from aligned_forensics.common.params import require
 from aligned_forensics.common.prefetch import prefetch_map
 from aligned_forensics.common.progress import progress_bar
 from aligned_forensics.common.splits import SPLITS
+from aligned_forensics.common.stems import rename_advice, shared_stems, shared_stems_message
 from aligned_forensics.data.download import RemoteFile, cached_path, check_free_space, downloads_dir, remote_length
 from aligned_forensics.data.sources import PlannedImage, plan_source, source_config, source_remote_files
 from aligned_forensics.data.sources.common import NotReady, SourceContext
@@ -75,13 +76,11 @@ def _plan_sources(config: FetchConfig, context: SourceContext) -> tuple[list[Pla
             planned += plan_source(source, context)
         except NotReady as reason:
             not_ready.append(f"{source.kind}: {reason}")
-    seen: dict[str, PlannedImage] = {}
-    for item in planned:
-        if item.stem in seen:
-            raise ParamsError(f"two real images share the stem '{item.stem}': {seen[item.stem].origin} and "
-                              f"{item.origin}; stems pair reals with fakes, so they must be unique (set a "
-                              "different `prefix` on one source)")
-        seen[item.stem] = item
+    shared = shared_stems((item.stem, item.origin) for item in planned)
+    if shared:
+        raise ParamsError(shared_stems_message(shared, advice=rename_advice, fix=(
+            "Files in one folder: rename or remove all but the first of each line, as suggested. Images from "
+            "different sources: set a different `prefix` on one of the sources.")))
     return sorted(planned, key=lambda item: (item.split, item.stem)), not_ready
 
 

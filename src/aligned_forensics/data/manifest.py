@@ -1,7 +1,12 @@
-"""The manifest stage: pair each real with its reconstruction by stem, one sorted CSV per split."""
+"""The manifest stage: pair each real with its reconstruction by stem, one sorted CSV per split.
+
+Each row pins the sha256 of both files, so the manifest changes whenever an image it lists changes: later stages
+depend on data/manifest alone (dvc.yaml) and still re-run exactly when their images change.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -18,7 +23,7 @@ from aligned_forensics.common.splits import SPLITS
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ("stem", "real_path", "fake_path", "width", "height", "real_format", "fake_format", "source",
-                    "real_source_format")
+                    "real_source_format", "real_sha256", "fake_sha256")
 REJECT_COLUMNS = ("path", "stage", "reason")
 
 
@@ -46,6 +51,11 @@ def pair_by_stem(
     return [(stem, Path(reals[stem]), Path(fakes[stem])) for stem in sorted(reals)]
 
 
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def check_pair(real: Path, fake: Path, *, verify_decode: bool) -> tuple[dict[str, Any], str | None]:
     """Read both headers (and pixels if asked); return (facts, reason to reject or None)."""
     try:
@@ -56,7 +66,8 @@ def check_pair(real: Path, fake: Path, *, verify_decode: bool) -> tuple[dict[str
             decode_rgb(fake)
     except ImageDecodeError as error:
         return {}, str(error)
-    facts = {"width": real_width, "height": real_height, "real_format": real_format, "fake_format": fake_format}
+    facts = {"width": real_width, "height": real_height, "real_format": real_format, "fake_format": fake_format,
+             "real_sha256": file_sha256(real), "fake_sha256": file_sha256(fake)}
     if (real_width, real_height) != (fake_width, fake_height):
         return facts, f"size mismatch: real {real_width}x{real_height}, fake {fake_width}x{fake_height} ({fake})"
     return facts, None

@@ -17,7 +17,7 @@ import torch
 
 from aligned_forensics.common.errors import UserError
 from aligned_forensics.common.io import atomic_write_bytes
-from aligned_forensics.detector.models import Detector, create_detector
+from aligned_forensics.detector.models import AnyDetector, create_detector
 from aligned_forensics.detector.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 FORMAT = "aligned-forensics-detector/1"
@@ -28,7 +28,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, *, config: dict[str, Any
     """Write {format, arch, state_dict, preprocessing, config, epoch, metrics[, training_state]} atomically."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    payload = {"format": FORMAT, "arch": model.arch, "state_dict": state, "config": config, "epoch": epoch,
+    payload = {"format": FORMAT, "arch": model.arch, "input_filter": model.input_filter_name, "state_dict": state,
+               "config": config, "epoch": epoch,
                "metrics": metrics, "preprocessing": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                                                      "train_crop": config["augment"]["crop_size"]}}
     if training_state is not None:
@@ -75,7 +76,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-def load_detector(path: Path, *, device: torch.device, arch: str = "res50nodown") -> tuple[Detector, dict[str, Any]]:
+def load_detector(
+    path: Path, *, device: torch.device, arch: str = "res50nodown"
+) -> tuple[AnyDetector, dict[str, Any]]:
     """Load our checkpoint or an authors' release (`arch` names its architecture), in eval mode on `device`."""
     payload = read_checkpoint(path)
     if payload.get("format") == FORMAT:
@@ -88,7 +91,7 @@ def load_detector(path: Path, *, device: torch.device, arch: str = "res50nodown"
     else:
         raise UserError(f"{path} is neither an aligned-forensics checkpoint (format {FORMAT!r}) nor a released "
                         "one (a dict with a 'model' state dict)")
-    model = create_detector(arch, pretrained="none", seed=0)
+    model = create_detector(arch, pretrained="none", seed=0, input_filter=payload.get("input_filter", "none"))
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

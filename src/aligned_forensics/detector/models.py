@@ -1,18 +1,28 @@
-"""ResNet detectors with one logit (positive = fake), in torchvision's state-dict layout."""
+"""Detectors with one logit (positive = fake): ResNets in torchvision's state-dict layout, and a small CNN.
+
+Any detector may see its input through a fixed filter first (`input_filter`, no weights): `highpass` keeps only
+the residual an image's 3×3 neighbourhood does not predict, where an autoencoder's traces live, and hides the
+content a small training set would otherwise let the network learn.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet50_Weights
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from aligned_forensics.common.errors import UserError
 
-Architecture = Literal["res50nodown", "res50", "res18nodown", "res18"]
+Architecture = Literal["res50nodown", "res50", "res18nodown", "res18", "cnn6"]
 Pretrained = Literal["none", "imagenet"]
+InputFilter = Literal["none", "highpass"]
+INPUT_FILTERS = ("none", "highpass")
+HIGHPASS_GAIN = 4.0  # residuals are small: scaled so the first layer sees values of the order of the input
+CNN6_WIDTH = 32
 
 # name -> (block, layers, stem stride, dropout before the final linear layer)
 ARCHITECTURES: dict[str, tuple[type, list[int], int, float]] = {
@@ -25,24 +35,28 @@ IMAGENET_WEIGHTS = {"res50nodown": ResNet50_Weights.IMAGENET1K_V1, "res50": ResN
                     "res18nodown": ResNet18_Weights.IMAGENET1K_V1, "res18": ResNet18_Weights.IMAGENET1K_V1}
 
 
-class Detector(ResNet):
-    """ResNet → global average pool → dropout → Linear(features, 1); forward returns (N,) logits."""
+class HighPass(nn.Module):
+    """x - mean of its 3×3 neighbourhood (reflect-padded), per channel, times HIGHPASS_GAIN; no weights."""
 
-    def __init__(self, arch: str) -> None:
-        block, layers, stem_stride, dropout = ARCHITECTURES[arch]
-        super().__init__(block, layers)
-        self.arch = arch
-        # "nodown": conv1 and max-pool at stride 1 keep high-frequency traces (stride 8 instead of 32)
-        self.conv1.stride = (stem_stride, stem_stride)
-        self.maxpool.stride = stem_stride
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(self.fc.in_features, 1)
-        nn.init.normal_(self.fc.weight, 0.0, 0.02)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (N, C, H, W) -> (N, C, H, W)
+        return HIGHPASS_GAIN * (x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalised -> (N, C, H/stride, W/stride) last residual map."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+def make_input_filter(name: str) -> nn.Module:
+    """The fixed module a detector applies to its input first."""
+    if name not in INPUT_FILTERS:
+        raise UserError(f"unknown input filter {name!r}; expected one of {list(INPUT_FILTERS)}")
+    return HighPass() if name == "highpass" else nn.Identity()
+
+
+class DetectorHead:
+    """What every detector shares: pooled features (>= 0) -> dropout -> Linear(C, 1) -> (N,) logits."""
+
+    arch: str
+    input_filter_name: str
+    fc: nn.Linear
+    dropout: nn.Dropout
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) normalised -> (N, C) features, >= 0 (each block ends in a ReLU, then an average)."""
@@ -55,17 +69,78 @@ class Detector(ResNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pooled(x))
 
+
+class Detector(DetectorHead, ResNet):
+    """ResNet → global average pool → dropout → Linear(features, 1); forward returns (N,) logits."""
+
+    def __init__(self, arch: str, *, input_filter: str = "none") -> None:
+        block, layers, stem_stride, dropout = ARCHITECTURES[arch]
+        super().__init__(block, layers)
+        self.arch = arch
+        self.input_filter_name = input_filter
+        self.input_filter = make_input_filter(input_filter)
+        # "nodown": conv1 and max-pool at stride 1 keep high-frequency traces (stride 8 instead of 32)
+        self.conv1.stride = (stem_stride, stem_stride)
+        self.maxpool.stride = stem_stride
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(self.fc.in_features, 1)
+        nn.init.normal_(self.fc.weight, 0.0, 0.02)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised -> (N, C, H/stride, W/stride) last residual map."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(self.input_filter(x)))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
     def residual_blocks(self) -> list[nn.Module]:
         """Every residual block, input to output (16 in a ResNet-50, 8 in a ResNet-18)."""
         return [block for layer in (self.layer1, self.layer2, self.layer3, self.layer4) for block in layer]
 
 
-def create_detector(arch: str, *, pretrained: str, seed: int) -> Detector:
+class SmallDetector(DetectorHead, nn.Module):
+    """`cnn6`: six 3×3 conv + BN + ReLU blocks (widths W, W, W, 2W at stride 2, 2W, 2W), average pool, one logit.
+
+    Full resolution until the fourth block and a receptive field of 13 pixels: it looks at local pixel statistics
+    (an autoencoder's traces), not at objects; 0.1 M parameters, trainable on a laptop CPU in minutes."""
+
+    def __init__(self, arch: str = "cnn6", *, input_filter: str = "none", width: int = CNN6_WIDTH) -> None:
+        super().__init__()
+        self.arch = arch
+        self.input_filter_name = input_filter
+        self.input_filter = make_input_filter(input_filter)
+        widths = [(3, width, 1), (width, width, 1), (width, width, 1), (width, 2 * width, 2),
+                  (2 * width, 2 * width, 1), (2 * width, 2 * width, 1)]
+        self.blocks = nn.Sequential(*[nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+                                                    nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+                                      for c_in, c_out, stride in widths])
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(0.0)
+        self.fc = nn.Linear(2 * width, 1)
+        nn.init.normal_(self.fc.weight, 0.0, 0.02)
+        nn.init.zeros_(self.fc.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised -> (N, 2W, H/2, W/2)."""
+        return self.blocks(self.input_filter(x))
+
+    def residual_blocks(self) -> list[nn.Module]:
+        """The six conv blocks, input to output (stay_positive's unfreeze_last_blocks counts these)."""
+        return list(self.blocks)
+
+
+AnyDetector = Detector | SmallDetector
+
+
+def create_detector(arch: str, *, pretrained: str, seed: int, input_filter: str = "none") -> AnyDetector:
     """Build a detector; `pretrained='imagenet'` loads torchvision's ImageNet weights (all but fc)."""
-    if arch not in ARCHITECTURES:
-        raise UserError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    if arch not in (*ARCHITECTURES, "cnn6"):
+        raise UserError(f"unknown architecture {arch!r}; expected one of {sorted([*ARCHITECTURES, 'cnn6'])}")
     torch.manual_seed(seed)  # torchvision initialises from the global generator
-    model = Detector(arch)
+    if arch == "cnn6":
+        if pretrained == "imagenet":
+            raise UserError("train.pretrained: imagenet needs a ResNet arch; cnn6 has no ImageNet weights "
+                            "(set train.pretrained: none)")
+        return SmallDetector(arch, input_filter=input_filter)
+    model = Detector(arch, input_filter=input_filter)
     if pretrained == "imagenet":
         state = _imagenet_state_dict(arch)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}

@@ -16,7 +16,7 @@ from aligned_forensics.detector.checkpoints import load_detector
 from aligned_forensics.detector.metrics import detection_metrics, rates_at, select_threshold
 from aligned_forensics.evaluation.degradations import NO_DEGRADATION, Degradation
 from aligned_forensics.evaluation.scoring import ScoreItem, ScoringOptions, score_images
-from aligned_forensics.evaluation.test_sets import TestSet, resolve_test_set
+from aligned_forensics.evaluation.test_sets import TestSet, reject_stage, resolve_test_set
 from aligned_forensics.evaluation.threshold import ScoredImages
 
 AVERAGED = ("ap", "auc", "real_acc", "fake_acc", "bacc", "real_acc_at_0", "fake_acc_at_0", "bacc_at_0",
@@ -91,11 +91,13 @@ def run_evaluate(config: EvaluateConfig, *, model_path: Path, manifest_dir: Path
     model, payload = load_detector(model_path, device=device)
     crop_size = config.scoring.crop_size or payload["preprocessing"]["train_crop"]
 
-    def score(reals: list[ScoreItem], fakes: list[ScoreItem], name: str, degradation: Degradation) -> ScoredImages:
+    def score(reals: list[ScoreItem], fakes: list[ScoreItem], test_set: TestSet, degradation: Degradation
+              ) -> ScoredImages:
         items = reals + fakes
+        desc = test_set.name if degradation == NO_DEGRADATION else f"{test_set.name} {degradation.label}"
         scores, rejects = score_images(model, items, protocol=config.scoring.protocol, crop_size=crop_size,
-                                       batch_size=config.scoring.batch_size, device=device, desc=f"{name}",
-                                       degradation=degradation)
+                                       batch_size=config.scoring.batch_size, device=device,
+                                       stage=reject_stage(test_set), desc=desc, degradation=degradation)
         labels = np.array([0] * len(reals) + [1] * len(fakes))
         kept = np.isfinite(scores)
         return ScoredImages([item.path for item, keep in zip(items, kept, strict=True) if keep], labels[kept],
@@ -104,7 +106,7 @@ def run_evaluate(config: EvaluateConfig, *, model_path: Path, manifest_dir: Path
     per_set, scored_sets, sweeps = {}, {}, {}
     for test_set in config.test_sets:
         reals, fakes, rejects = resolve_test_set(test_set, manifest_dir=manifest_dir)
-        scored = score(reals, fakes, test_set.name, NO_DEGRADATION)
+        scored = score(reals, fakes, test_set, NO_DEGRADATION)
         scored = ScoredImages(scored.paths, scored.labels, scored.scores,
                               sorted(rejects + scored.rejects, key=lambda r: r["path"]))
         for label, kind in ((0, "real"), (1, "fake")):
@@ -115,7 +117,7 @@ def run_evaluate(config: EvaluateConfig, *, model_path: Path, manifest_dir: Path
         per_set[test_set.name] = set_metrics(scored, threshold=threshold, rejected=len(scored.rejects))
         if test_set.name == config.sweeps.test_set:
             for level in config.sweeps.levels():
-                degraded = score(reals, fakes, f"{test_set.name} {level.label}", level)
+                degraded = score(reals, fakes, test_set, level)
                 sweeps[level.label] = {"kind": level.kind, "level": level.level,
                                        **set_metrics(degraded, threshold=threshold, rejected=len(degraded.rejects))}
     mean = {key: float(np.mean([metrics[key] for metrics in per_set.values()])) for key in AVERAGED}

@@ -13,15 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from aligned_forensics.common.devices import pick_device
 from aligned_forensics.common.errors import UserError
 from aligned_forensics.common.io import write_csv
-from aligned_forensics.detector.checkpoints import load_detector
-from aligned_forensics.evaluation.evaluate import read_threshold
-from aligned_forensics.evaluation.scoring import score_images
-from aligned_forensics.evaluation.test_sets import expand, resolve_items
 
 log = logging.getLogger("aligned_forensics.evaluation.predict")
 COLUMNS = ("path", "logit", "probability_fake", "called")
@@ -30,6 +23,15 @@ COLUMNS = ("path", "logit", "probability_fake", "called")
 def predict(paths: list[Path], *, model_path: Path, threshold_path: Path | None, arch: str, batch_size: int,
             device_name: str) -> tuple[list[dict[str, str]], list[dict[str, str]], float, str]:
     """(rows per scored image, rejects, the threshold used, where it came from)."""
+    # imported here, not at the top, so that `--help` answers before torch and OpenCV load (seconds)
+    import numpy as np
+
+    from aligned_forensics.common.devices import pick_device
+    from aligned_forensics.detector.checkpoints import load_detector
+    from aligned_forensics.evaluation.evaluate import read_threshold
+    from aligned_forensics.evaluation.scoring import score_images
+    from aligned_forensics.evaluation.test_sets import expand, resolve_items
+
     files = [file for path in paths for file in (expand(str(path)) if path.is_dir() else [path])]
     if not files:
         raise UserError(f"no images found in {', '.join(map(str, paths))}")
@@ -43,7 +45,7 @@ def predict(paths: list[Path], *, model_path: Path, threshold_path: Path | None,
     else:
         threshold, origin = 0.0, "logit 0 (no calibrated threshold found)"
     scores, decode_rejects = score_images(model, items, protocol="full", crop_size=0, batch_size=batch_size,
-                                          device=device, desc="predict")
+                                          device=device, stage="predict", desc="predict")
     probability = 1.0 / (1.0 + np.exp(-scores))
     rows = [{"path": item.path, "logit": f"{score:.6f}", "probability_fake": f"{p:.6f}",
              "called": "fake" if score > threshold else "real"}
@@ -51,9 +53,8 @@ def predict(paths: list[Path], *, model_path: Path, threshold_path: Path | None,
     return rows, rejects + decode_rejects, threshold, origin
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aligned_forensics.evaluation.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of predict, shared by `python -m aligned_forensics.evaluation.predict` and `aligned-forensics`."""
     parser.add_argument("paths", nargs="+", type=Path, help="images or folders")
     parser.add_argument("--model", type=Path, default=Path("data/bundle/detector.pt"),
                         help="bundle, checkpoint or released checkpoint; a folder means its detector.pt or best.pt")
@@ -62,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the rows to this CSV")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score `args.paths`, print one tab-separated row per image; 2 on a UserError."""
     logging.basicConfig(level="INFO", stream=sys.stderr, format="%(levelname)s %(message)s")
     model_path = args.model
     if model_path.is_dir():
@@ -86,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%d image(s) scored, %d called fake at threshold %.4f from %s; %d skipped", len(rows), fakes,
              threshold, origin, len(rejects))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m aligned_forensics.evaluation.predict`; `aligned-forensics predict` is the same command."""
+    parser = argparse.ArgumentParser(prog="python -m aligned_forensics.evaluation.predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

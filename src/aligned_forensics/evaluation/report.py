@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,21 @@ class ReportConfig:
     title: str = "Aligned-dataset fake-image detector"
 
 
-def build_report(config: ReportConfig, *, metrics_dir: Path) -> str:
-    """Markdown for metrics_dir/report.md; pictures are linked relative to metrics_dir."""
+def build_report(config: ReportConfig, *, metrics_dir: Path, link_prefix: str = ".") -> str:
+    """Markdown for one page; pictures (files under metrics_dir) are linked as link_prefix/<file>."""
+    return relink(_report_lines(config, metrics_dir=metrics_dir), link_prefix)
+
+
+def relink(markdown: str, prefix: str) -> str:
+    """Prefix every relative image link, so the page can live outside metrics_dir."""
+    return markdown if prefix in ("", ".") else re.sub(r"(!\[[^\]]*\]\()(?![a-z]+:|/)", rf"\g<1>{prefix}/", markdown)
+
+
+def _report_lines(config: ReportConfig, *, metrics_dir: Path) -> str:
+    """The report's markdown with picture links relative to metrics_dir."""
     read = _reader(metrics_dir)
-    fetch, reconstruct, manifest = read("fetch.json"), read("reconstruct.json"), read("manifest.json")
-    train, threshold, evaluation = read("train/metrics.json"), read("threshold.json"), read("eval.json")
+    fetch, reconstruct, manifest = read("info/fetch.json"), read("info/reconstruct.json"), read("info/manifest.json")
+    train, threshold, evaluation = read("info/train.json"), read("info/threshold.json"), read("info/eval.json")
     lines = [f"# {config.title}", "", "## Data", "",
              "| reals fetched | train / val / test | rejected (fetch, reconstruct, manifest) | formats real→fake |",
              "| --- | --- | --- | --- |",
@@ -55,8 +66,8 @@ COMPARED = ("ap", "auc", "bacc", "real_acc", "fake_acc", "bacc_at_0", "tpr_at_5p
 
 def stay_positive_section(read, *, base: dict[str, Any], base_sweeps: dict[str, Any]) -> list[str]:
     """The stay-positive model beside the base model: training, final-layer weights, test sets, robustness."""
-    train, weights = read("stay_positive/train/metrics.json"), read("stay_positive/weights/summary.json")
-    threshold, positive = read("stay_positive/threshold.json"), read("stay_positive/eval.json")
+    train, weights = read("stay_positive/info/train.json"), read("stay_positive/weights/summary.json")
+    threshold, positive = read("stay_positive/info/threshold.json"), read("stay_positive/info/eval.json")
     top = read("stay_positive/weights/top.json")
     lines = ["", "## Stay-Positive", "",
              f"The final layer retrained with weights ≥ 0 on the frozen backbone: **{weights['positive']:,}** of "

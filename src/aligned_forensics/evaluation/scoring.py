@@ -47,9 +47,9 @@ class ScoreItem:
 @torch.inference_mode()
 def score_images(
     model: torch.nn.Module, items: Sequence[ScoreItem], *, protocol: Protocol, crop_size: int, batch_size: int,
-    device: torch.device, desc: str = "score", degradation: Degradation = NO_DEGRADATION,
+    device: torch.device, stage: str, desc: str = "score", degradation: Degradation = NO_DEGRADATION,
 ) -> tuple[np.ndarray, list[dict[str, str]]]:
-    """Logit per item (NaN for undecodable files, which are also returned as rejects).
+    """Logit per item (NaN for undecodable files, which are also returned as rejects labelled `stage`).
 
     Full images are batched by size (one forward pass per batch of equal sizes, not per image)."""
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -68,7 +68,7 @@ def score_images(
             item = items[index]
             image, reason = decode_expected(Path(item.path), height=item.height, width=item.width)
             if image is None:
-                rejects.append({"path": items[index].path, "stage": desc, "reason": reason})
+                rejects.append({"path": items[index].path, "stage": stage, "reason": reason})
             else:
                 kept.append(index)
                 image = degradation.apply(image)

@@ -46,8 +46,8 @@ def resolve_test_set(test_set: TestSet, *, manifest_dir: Path) -> tuple[list[Sco
         rejects: list[dict[str, str]] = []
     else:
         real_paths, fake_paths = expand(test_set.real), expand(test_set.fake)
-        reals, real_rejects = resolve_items(real_paths, stage=f"evaluate:{test_set.name}")
-        fakes, fake_rejects = resolve_items(fake_paths, stage=f"evaluate:{test_set.name}")
+        reals, real_rejects = resolve_items(real_paths, stage=reject_stage(test_set))
+        fakes, fake_rejects = resolve_items(fake_paths, stage=reject_stage(test_set))
         rejects = real_rejects + fake_rejects
     for kind, items, where in (("real", reals, test_set.real or test_set.split),
                                ("fake", fakes, test_set.fake or test_set.split)):
@@ -55,6 +55,11 @@ def resolve_test_set(test_set: TestSet, *, manifest_dir: Path) -> tuple[list[Sco
             raise DataError(f"test set '{test_set.name}' has no {kind} images (looked in {where!r}); every set "
                             "needs both reals and fakes")
     return reals, fakes, rejects
+
+
+def reject_stage(test_set: TestSet) -> str:
+    """The `stage` column of a test set's rejects, whether its header or its pixels could not be read."""
+    return f"evaluate:{test_set.name}"
 
 
 def expand(pattern: str) -> list[Path]:

@@ -77,7 +77,7 @@ def score_pairs(
     """Score the reals of `real_rows` and the fakes of `fake_rows`."""
     items = manifest_items(real_rows, "real_path") + manifest_items(fake_rows, "fake_path")
     scores, rejects = score_images(model, items, protocol=scoring.protocol, crop_size=crop_size,
-                                   batch_size=scoring.batch_size, device=device)
+                                   batch_size=scoring.batch_size, device=device, stage="threshold")
     labels = np.array([0] * len(real_rows) + [1] * len(fake_rows))
     kept = np.isfinite(scores)
     return ScoredImages([item.path for item, keep in zip(items, kept, strict=True) if keep], labels[kept],

@@ -1,9 +1,14 @@
-"""Datasets over the manifest: synced pairs or independent items, seeded per (seed, epoch, index)."""
+"""Datasets over the manifest: synced pairs or independent items, aligned or unaligned, seeded per (seed, epoch, index).
+
+Aligned (the paper's): each real comes with its own reconstruction. Unaligned (the baseline it is compared with):
+reals and fakes come from disjoint seeded halves of the pairs, as when training on images generated from other
+photos, so no real's own reconstruction is ever used."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -16,6 +21,8 @@ from aligned_forensics.training.augment import AugmentConfig, draw_augmentation
 from aligned_forensics.training.augment_ops import apply_augmentation
 
 REAL, FAKE = 0, 1
+Pairing = Literal["aligned", "unaligned"]
+SPLIT_STREAM, PARTNER_STREAM = 0x5B1, 0xFA4  # separate the unaligned draws from the cap's and the sampler's
 
 
 def load_pairs(manifest_path: Path) -> list[tuple[str, str]]:
@@ -70,11 +77,47 @@ class SyncedPairs(Dataset):
         return real, fake
 
 
+class UnalignedPairs(Dataset):
+    """Item (epoch, i) -> (real i, a fake re-partnered every epoch) from disjoint lists, each with its own draw.
+
+    The partner is a permutation of the fakes seeded by (seed, epoch): deterministic in any worker or rank, and
+    a real meets different fakes in different epochs. One shared draw would be no trick here: the two images
+    share no content, so each gets its own."""
+
+    def __init__(self, reals: Sequence[str], fakes: Sequence[str], augment: AugmentConfig, *, seed: int) -> None:
+        if len(reals) != len(fakes):
+            raise ValueError(f"unaligned pairs need as many reals as fakes, got {len(reals)} and {len(fakes)}")
+        self.reals, self.fakes, self.augment, self.seed = list(reals), list(fakes), augment, seed
+        self._partners: tuple[int, np.ndarray] | None = None  # (epoch, its permutation): computed once per epoch
+
+    def __len__(self) -> int:
+        return len(self.reals)
+
+    def paths(self, key: tuple[int, int]) -> tuple[str, str]:
+        """The (real, fake) files of item (epoch, index)."""
+        epoch, index = key
+        if self._partners is None or self._partners[0] != epoch:
+            order = np.random.default_rng([self.seed, epoch, PARTNER_STREAM]).permutation(len(self.fakes))
+            self._partners = (epoch, order)
+        return self.reals[index], self.fakes[int(self._partners[1][index])]
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key
+        real, fake = (self._augmented(path, np.random.default_rng([self.seed, epoch, index, label]))
+                      for path, label in zip(self.paths(key), (REAL, FAKE), strict=True))
+        return real, fake
+
+    def _augmented(self, path: str, rng: np.random.Generator) -> torch.Tensor:
+        """One file decoded and augmented with a draw of its own: (3, c, c)."""
+        return to_normalised_tensor(apply_augmentation(decode_rgb(Path(path)), draw_augmentation(self.augment, rng),
+                                                       crop_size=self.augment.crop_size))
+
+
 class IndependentItems(Dataset):
     """Reals and fakes as separate items (the non-synced 'Ours' model), each with its own draw."""
 
-    def __init__(self, pairs: Sequence[tuple[str, str]], augment: AugmentConfig, *, seed: int) -> None:
-        self.items = [(real, REAL) for real, _ in pairs] + [(fake, FAKE) for _, fake in pairs]
+    def __init__(self, reals: Sequence[str], fakes: Sequence[str], augment: AugmentConfig, *, seed: int) -> None:
+        self.items = [(real, REAL) for real in reals] + [(fake, FAKE) for fake in fakes]
         self.augment, self.seed = augment, seed
 
     def __len__(self) -> int:
@@ -86,6 +129,26 @@ class IndependentItems(Dataset):
         draw = draw_augmentation(self.augment, np.random.default_rng([self.seed, epoch, index]))
         return to_normalised_tensor(apply_augmentation(decode_rgb(Path(path)), draw,
                                                        crop_size=self.augment.crop_size)), label
+
+
+def split_unaligned(pairs: Sequence[tuple[str, str]], *, seed: int) -> tuple[list[str], list[str]]:
+    """(the reals of half A, the fakes of half B): two disjoint seeded halves of the pairs, in manifest order.
+
+    Each half has len(pairs) // 2 pairs; with an odd count one pair is left out, so every real has a partner."""
+    half = len(pairs) // 2
+    order = np.random.default_rng([seed, SPLIT_STREAM]).permutation(len(pairs))
+    return [pairs[i][0] for i in sorted(order[:half])], [pairs[i][1] for i in sorted(order[half:2 * half])]
+
+
+def train_dataset(pairs: Sequence[tuple[str, str]], augment: AugmentConfig, *, pairing: Pairing, sync: bool,
+                  seed: int) -> Dataset:
+    """The training items: (real, fake) couples when `sync` (for collate_synced), labelled images otherwise."""
+    if pairing == "aligned":
+        if sync:
+            return SyncedPairs(pairs, augment, seed=seed)
+        return IndependentItems([real for real, _ in pairs], [fake for _, fake in pairs], augment, seed=seed)
+    reals, fakes = split_unaligned(pairs, seed=seed)
+    return (UnalignedPairs if sync else IndependentItems)(reals, fakes, augment, seed=seed)
 
 
 class ValidationItems(Dataset):
@@ -104,7 +167,7 @@ class ValidationItems(Dataset):
 
 
 def collate_synced(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """B pairs -> (2B, 3, c, c) images, rows 0..B-1 the reals and B..2B-1 their reconstructions, labels."""
+    """B couples -> (2B, 3, c, c) images, rows 0..B-1 the reals and B..2B-1 the fakes (aligned: theirs), labels."""
     reals = torch.stack([real for real, _ in batch])
     fakes = torch.stack([fake for _, fake in batch])
     labels = torch.cat([torch.zeros(len(batch)), torch.ones(len(batch))])

@@ -40,6 +40,11 @@ def run_training(fit: Fit, *, device_name: str, live_dir: Path, title: str) -> t
     return summary, ranks
 
 
+def declared_training_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """What `dvc metrics diff` compares for a training run: the selected epoch's validation AP and bacc."""
+    return {"best_val_ap": summary["best_val_ap"], "best_val_bacc": summary["best_val_bacc"]}
+
+
 def describe_training(summary: dict[str, Any]) -> str:
     """The one-line log summary of a training run."""
     return (f"{summary['epochs']} epochs, best epoch {summary['best_epoch']} by val {summary['selected_by']} "

@@ -18,7 +18,7 @@ import torch
 from aligned_forensics.common.errors import ParamsError, UserError
 from aligned_forensics.common.params import build_config, require
 from aligned_forensics.detector.checkpoints import load_detector
-from aligned_forensics.detector.models import Detector
+from aligned_forensics.detector.models import AnyDetector
 from aligned_forensics.training.train import LoopConfig, Ranks, Retrain, TrainConfig, train_detector
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class StayPositiveConfig(LoopConfig):
                 self.unfreeze_last_blocks)
 
 
-def prepare_model(model: Detector, *, unfreeze_last_blocks: int) -> Detector:
+def prepare_model(model: AnyDetector, *, unfreeze_last_blocks: int) -> AnyDetector:
     """Freeze everything, zero the final layer and let it (and the last k residual blocks) learn; dropout 0."""
     blocks = model.residual_blocks()
     if unfreeze_last_blocks > len(blocks):
@@ -56,7 +56,7 @@ def prepare_model(model: Detector, *, unfreeze_last_blocks: int) -> Detector:
     return model
 
 
-def unfrozen_blocks(model: Detector, count: int) -> list[torch.nn.Module]:
+def unfrozen_blocks(model: AnyDetector, count: int) -> list[torch.nn.Module]:
     """The last `count` residual blocks (none for 0)."""
     blocks = model.residual_blocks()
     return blocks[len(blocks) - count:]
@@ -86,7 +86,11 @@ def train_stay_positive(config: StayPositiveConfig, *, model_path: Path, train_m
     model, payload = load_detector(model_path, device=torch.device("cpu"))
     model = prepare_model(model, unfreeze_last_blocks=config.unfreeze_last_blocks)
     shared = {field.name: getattr(config, field.name) for field in fields(LoopConfig)}
-    loop = replace(input_train_config(payload, arch=model.arch, source=model_path), **shared)
+    trained = input_train_config(payload, arch=model.arch, source=model_path)
+    if trained.pairing != config.pairing:  # a valid comparison, but easy to get by leaving the default
+        log.warning("%s was trained with pairing %s; stay_positive.pairing %s retrains it on %s data", model_path,
+                    trained.pairing, config.pairing, config.pairing)
+    loop = replace(trained, **shared)
     record = {"from": str(model_path), "from_sha256": file_sha256(model_path),
               "unfreeze_last_blocks": config.unfreeze_last_blocks, "constraint": "fc.weight >= 0",
               "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}

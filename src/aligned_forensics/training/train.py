@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -23,15 +23,15 @@ from aligned_forensics.common.progress import progress_bar
 from aligned_forensics.common.sampling import seeded_subset
 from aligned_forensics.detector.checkpoints import read_checkpoint, save_checkpoint
 from aligned_forensics.detector.metrics import detection_metrics
-from aligned_forensics.detector.models import Architecture, Pretrained, count_parameters, create_detector
+from aligned_forensics.detector.models import Architecture, InputFilter, Pretrained, count_parameters, create_detector
 from aligned_forensics.training.augment import AugmentConfig
 from aligned_forensics.training.dataset import (
     EpochSampler,
-    IndependentItems,
-    SyncedPairs,
+    Pairing,
     ValidationItems,
     collate_synced,
     load_pairs,
+    train_dataset,
 )
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class LoopConfig:
     section: ClassVar[str] = "train"
     seed: int = 17
     sync: bool = True  # batch = B reals + their B reconstructions, one augmentation draw per pair
+    pairing: Pairing = "aligned"  # unaligned: reals and fakes from disjoint seeded halves of the pairs (dataset.py)
     batch_size: int = 32  # pairs per batch when sync (2B images), images per batch otherwise
     data_cap: int = 0  # train on a seeded subset of this many pairs (0 = all)
     lr: float = 1e-4
@@ -63,6 +64,8 @@ class LoopConfig:
 
     def __post_init__(self) -> None:
         key = self.section
+        require(self.pairing in get_args(Pairing), f"{key}.pairing",
+                f"one of {', '.join(repr(p) for p in get_args(Pairing))}", self.pairing)
         require(self.batch_size >= 1, f"{key}.batch_size", "an integer >= 1", self.batch_size)
         require(self.data_cap >= 0, f"{key}.data_cap", "an integer >= 0 (0 = all pairs)", self.data_cap)
         require(self.lr > 0, f"{key}.lr", "a number > 0", self.lr)
@@ -83,6 +86,7 @@ class TrainConfig(LoopConfig):
 
     arch: Architecture = "res50nodown"
     pretrained: Pretrained = "imagenet"
+    input_filter: InputFilter = "none"  # a fixed filter in front of the network: none | highpass (models.py)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def fingerprint(self, *manifests: Path, record: dict[str, Any] | None = None) -> str:
@@ -139,16 +143,20 @@ class Ranks:
 
 
 def make_train_loader(config: TrainConfig, manifest: Path, ranks: Ranks = Ranks()) -> tuple[DataLoader, EpochSampler]:
-    """DataLoader over the train manifest, synced or independent, seeded per (seed, epoch, index).
+    """DataLoader over the train manifest, synced or independent, aligned or not, seeded per (seed, epoch, index).
 
-    With several ranks each loads batch_size / world of every global batch, so the global batch (and the
-    averaged gradient) is the same as on one process."""
+    data_cap picks the pairs before an unaligned split halves them. With several ranks each loads
+    batch_size / world of every global batch, so the global batch (and the averaged gradient) is the same as on
+    one process."""
     pairs = seeded_subset(load_pairs(manifest), config.data_cap, seed=config.seed, stream=0xCA9)
     if not pairs:
         raise DataError(f"{manifest} has no pairs to train on")
+    if config.pairing == "unaligned" and len(pairs) < 2:
+        raise DataError(f"pairing 'unaligned' needs at least 2 train pairs (reals from one half, fakes from the "
+                        f"other); {manifest} gives {len(pairs)}")
     if config.batch_size % ranks.world:
         raise DataError(f"train.batch_size {config.batch_size} is not divisible by the {ranks.world} processes")
-    dataset = (SyncedPairs if config.sync else IndependentItems)(pairs, config.augment, seed=config.seed)
+    dataset = train_dataset(pairs, config.augment, pairing=config.pairing, sync=config.sync, seed=config.seed)
     sampler = EpochSampler(len(dataset), seed=config.seed, shuffle=True, rank=ranks.rank, world=ranks.world,
                            chunk=config.batch_size // ranks.world)
     loader = DataLoader(dataset, batch_size=config.batch_size // ranks.world, sampler=sampler,
@@ -180,7 +188,8 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
     device = device or pick_device(config.device)
     record = {"retrain": retrain.record} if retrain else {}
     fingerprint = config.fingerprint(train_manifest, val_manifest, record=record)
-    model = retrain.model if retrain else create_detector(config.arch, pretrained=config.pretrained, seed=config.seed)
+    model = retrain.model if retrain else create_detector(config.arch, pretrained=config.pretrained,
+                                                                  seed=config.seed, input_filter=config.input_filter)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
@@ -203,9 +212,9 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
     train_loader, sampler = make_train_loader(config, train_manifest, ranks)
     val_loader = DataLoader(ValidationItems(load_pairs(val_manifest), crop_size=config.augment.crop_size),
                             batch_size=64, num_workers=config.workers)
-    log.info("%s: %s parameters, %s train %s/epoch, device %s, %d process(es)", config.arch,
-             f"{count_parameters(model):,}", f"{len(train_loader.dataset):,}", "pairs" if config.sync else "images",
-             device, ranks.world)
+    log.info("%s: %s parameters, %s %s train %s/epoch, device %s, %d process(es)", config.arch,
+             f"{count_parameters(model):,}", f"{len(train_loader.dataset):,}", config.pairing,
+             "pairs" if config.sync else "images", device, ranks.world)
     lr, history = (state["lr"], state["history"]) if state else (config.lr, [])
     best = state["best"] if state else {}
     for row in history:  # a resumed run logs the whole curve again (dvclive starts afresh)

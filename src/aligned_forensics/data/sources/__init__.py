@@ -14,7 +14,7 @@ from aligned_forensics.common.errors import ParamsError
 from aligned_forensics.common.params import build_config
 from aligned_forensics.common.splits import Split
 from aligned_forensics.data.download import RemoteFile
-from aligned_forensics.data.sources import archive, coco, folder, lsun, samples
+from aligned_forensics.data.sources import archive, coco, folder, lsun, procedural, samples
 from aligned_forensics.data.sources.common import LoadedImage, SourceContext
 
 
@@ -31,7 +31,7 @@ class PlannedImage:
 
 
 SOURCE_KINDS: dict[str, Any] = {"samples": samples, "folder": folder, "coco": coco, "lsun": lsun,
-                                "archive": archive}
+                                "archive": archive, "procedural": procedural}
 
 
 def source_config(spec: Mapping[str, Any], *, key: str) -> Any:

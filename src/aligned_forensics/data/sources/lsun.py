@@ -1,21 +1,27 @@
 """Source kind `lsun`: a seeded selection of LSUN scene images from the official `<category>_<split>_lmdb.zip`.
 
-LMDB needs a real file to map, so `data.mdb` is copied once out of the zip into the download cache; the
-images are then read by key. Values are exported as they are stored (WebP or JPEG bytes; the format is
-recorded because a real-WebP / fake-PNG mismatch is a shortcut a detector can learn).
+LMDB needs a real file to map, so `data.mdb` is copied out of the zip into the download cache; the images
+are then read by key. Beside it, `unpacked-from.json` records the archive's url and digests: every run checks
+that record against the params and unpacks again (from a verified, possibly new, download) when the url or
+checksum no longer match, so an old cache is never served for another archive. Values are exported as they
+are stored (WebP or JPEG bytes; the format is recorded because a real-WebP / fake-PNG mismatch is a shortcut
+a detector can learn).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import lmdb
 
 from aligned_forensics.common.errors import DataError
+from aligned_forensics.common.io import atomic_directory
 from aligned_forensics.common.params import require
 from aligned_forensics.data.archives import extract_member, open_zip
-from aligned_forensics.data.download import RemoteFile
+from aligned_forensics.data.download import RemoteFile, file_digests, parse_checksum
 from aligned_forensics.data.sources.common import (
     LoadedImage,
     NotReady,
@@ -34,6 +40,7 @@ CATEGORIES = ("bedroom", "bridge", "church_outdoor", "classroom", "conference_ro
               "living_room", "restaurant", "tower")
 # Published in GANformer's prepare_data.py (dorarad/gansformer); other categories' digests are not published.
 OFFICIAL_CHECKSUMS = {"bedroom_train_lmdb.zip": "md5:f2c5d904a82a6295dbdccb322b4b0a99"}
+UNPACKED_FROM = "unpacked-from.json"  # beside data.mdb: the url and digests of the archive it came from
 
 
 @dataclass(frozen=True)
@@ -70,23 +77,48 @@ def remote_files(config: Config) -> list[RemoteFile]:
 
 
 def open_database(config: Config, context: SourceContext) -> tuple[lmdb.Environment, str]:
-    """The category's LMDB (read-only), its data.mdb copied out of the zip on first use; and the zip's name."""
+    """The category's LMDB (read-only), its data.mdb copied out of the verified zip whenever the params name
+    another archive than the one it came from; and the zip's name."""
     remote = remote_files(config)[0]
     folder = context.downloads / remote.name.removesuffix(".zip")
-    if not (folder / "data.mdb").is_file():
+    if not unpacked_from(folder, remote):
         if context.dry_run:
-            raise NotReady(f"{remote.name} is not downloaded and unpacked yet; the selection is listed once it is")
-        with open_zip(local_archive(remote, context)) as archive:
-            members = [name for name in archive.namelist() if name.rsplit("/", 1)[-1] == "data.mdb"]
-            if len(members) != 1:
-                raise DataError(f"{archive.filename}: expected one data.mdb (an LSUN lmdb zip), found "
-                                f"{len(members)}; check the url")
-            folder.mkdir(parents=True, exist_ok=True)
-            extract_member(archive, members[0], folder / "data.mdb")
+            raise NotReady(f"{remote.name} is not downloaded and unpacked for these params yet; the selection is "
+                           "listed once it is")
+        unpack(local_archive(remote, context), remote, folder)
     try:  # lock=False: read-only, and the cache may sit on a read-only or network disk
         return lmdb.open(str(folder), readonly=True, lock=False, readahead=False, max_readers=512), remote.name
     except lmdb.Error as error:
         raise DataError(f"{folder / 'data.mdb'} is not a readable LMDB ({error}); delete {folder} and rerun") from None
+
+
+def unpacked_from(folder: Path, remote: RemoteFile) -> bool:
+    """True when folder holds a data.mdb unpacked from `remote`: an archive with its pinned checksum (from any
+    url: the same bytes), or, when it has none, one downloaded from its url."""
+    try:
+        record = json.loads((folder / UNPACKED_FROM).read_text())
+    except (OSError, ValueError):
+        return False  # never unpacked, interrupted, or unpacked before records were kept: unpack again
+    if not (isinstance(record, dict) and (folder / "data.mdb").is_file()):
+        return False
+    algorithm, expected = parse_checksum(remote.checksum, key=f"checksum of {remote.name}")
+    return record.get(algorithm) == expected if expected else record.get("url") == remote.url
+
+
+def unpack(archive_path: Path, remote: RemoteFile, folder: Path) -> None:
+    """Copy the zip's one data.mdb into `folder`, with the record of where it came from, atomically: a temp
+    folder replaces the old one only once both are written."""
+    digests = file_digests(archive_path)  # recorded, so a later run checks the params without the archive
+    with open_zip(archive_path) as archive:
+        members = [name for name in archive.namelist() if name.rsplit("/", 1)[-1] == "data.mdb"]
+        if len(members) != 1:
+            raise DataError(f"{archive.filename}: expected one data.mdb (an LSUN lmdb zip), found "
+                            f"{len(members)}; check the url")
+        with atomic_directory(folder) as staging:
+            extract_member(archive, members[0], staging / "data.mdb")
+            record = {"url": remote.url, "checksum": remote.checksum, "archive": remote.name,
+                      "bytes": archive_path.stat().st_size, **digests}
+            (staging / UNPACKED_FROM).write_text(json.dumps(record, indent=1) + "\n")
 
 
 def plan(config: Config, context: SourceContext) -> list[dict[str, Any]]:

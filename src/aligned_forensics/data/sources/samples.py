@@ -53,6 +53,7 @@ class Config:
     max_side: int = 128
     val_groups: int = 2  # photo groups (scenes) held out for validation
     test_groups: int = 2
+    other_groups: Literal["train", "val"] = "train"  # where the remaining scenes go (val: train on other sources)
     jpeg_quality: int = 90
 
     def __post_init__(self) -> None:
@@ -67,15 +68,18 @@ class Config:
                 f"{key}.val_groups + test_groups", f"each >= 1 and together < {groups} (scenes available)",
                 (self.val_groups, self.test_groups))
         require(1 <= self.jpeg_quality <= 100, f"{key}.jpeg_quality", "1..100", self.jpeg_quality)
+        require(self.other_groups in ("train", "val"), f"{key}.other_groups", "train or val", self.other_groups)
 
 
-def assign_groups(groups: list[str], *, val_groups: int, test_groups: int, seed: int) -> dict[str, str]:
+def assign_groups(
+    groups: list[str], *, val_groups: int, test_groups: int, seed: int, other_groups: str = "train"
+) -> dict[str, str]:
     """Map each group to 'train', 'val' or 'test' by a seeded shuffle of the sorted group names."""
     ordered = sorted(set(groups))
     rng = np.random.default_rng([seed, 0x5A3])
     shuffled = [ordered[i] for i in rng.permutation(len(ordered))]
     splits = ["val"] * val_groups + ["test"] * test_groups
-    splits += ["train"] * (len(shuffled) - len(splits))
+    splits += [other_groups] * (len(shuffled) - len(splits))
     return dict(zip(shuffled, splits, strict=True))
 
 
@@ -97,7 +101,7 @@ def plan(config: Config, context: SourceContext) -> list[dict[str, Any]]:
     """List every crop to produce, with its split; pixels are only cut when `load` is called."""
     seed = context.seed
     split_of = assign_groups([p.group for p in SAMPLE_PHOTOS], val_groups=config.val_groups,
-                             test_groups=config.test_groups, seed=seed)
+                             test_groups=config.test_groups, seed=seed, other_groups=config.other_groups)
     items = []
     for photo_index, photo in enumerate(SAMPLE_PHOTOS):
         path = bundled_photo_path(photo)

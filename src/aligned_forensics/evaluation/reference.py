@@ -1,0 +1,261 @@
+"""The reference stage: a training-free baseline that calls an image fake when the autoencoder reconstructs it well.
+
+AEROBLADE (Ricker et al., CVPR 2024) scores an image by its autoencoder round-trip distance; here the distance is
+the pixel MSE (not LPIPS), with the pipeline's own autoencoder, posterior mode, decoded and rounded exactly as the
+reconstruct stage does. A fake is already a reconstruction, so another round trip changes it less than a real:
+  distance = -log(e1 + eps),                 e1 = MSE(x, AE(x))        (squared 8-bit levels)
+  ratio    = -log((e1 + eps) / (e2 + eps)),  e2 = MSE(AE(x), AE(AE(x)))
+The second trip measures how hard the image's content is to reconstruct at all, and the ratio divides that out.
+Higher = more likely fake, for both.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from aligned_forensics.autoencoder.autoencoder import load_autoencoder
+from aligned_forensics.autoencoder.reconstruct import reconstruct_batch
+from aligned_forensics.common.devices import pick_device
+from aligned_forensics.common.errors import DataError
+from aligned_forensics.common.images import decode_expected
+from aligned_forensics.common.io import read_csv, write_csv
+from aligned_forensics.common.params import require
+from aligned_forensics.common.prefetch import prefetch_map
+from aligned_forensics.common.progress import progress_bar
+from aligned_forensics.common.sampling import seeded_subset
+from aligned_forensics.detector.metrics import Criterion, detection_metrics, select_threshold
+from aligned_forensics.evaluation.scoring import ScoreItem
+from aligned_forensics.evaluation.test_sets import TestSet, resolve_test_set
+from aligned_forensics.evaluation.threshold import manifest_items
+
+log = logging.getLogger(__name__)
+
+Score = Literal["distance", "ratio"]
+EPSILON = 1e-3  # squared 8-bit levels: keeps the log finite when a round trip changes no pixel
+CALIBRATION = "calibration"  # the validation images' folder under data/reference, beside one per test set
+METRIC_KEYS = ("ap", "auc", "bacc", "real_acc", "fake_acc")
+COUNT_KEYS = ("n_real", "n_fake", "rejected")
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """params.yaml `reference`."""
+
+    scores: tuple[Score, ...] = ("distance", "ratio")
+    n_per_class: int = 5000  # validation reals and fakes scored for calibration (each); fewer available -> all
+    seed: int = 0
+    criterion: Criterion = "bacc"  # as threshold.criterion, one threshold per score
+    target_fpr: float = 0.05  # criterion fpr only
+    fixed: float = 0.0  # criterion fixed only: this score
+    batch_size: int = 16  # same-size images per forward pass on a GPU (a CPU runs one at a time, as reconstruct)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    test_sets: tuple[TestSet, ...] = (TestSet(name="test", split="test"),)  # as evaluate.test_sets
+
+    def __post_init__(self) -> None:
+        require(len(self.scores) >= 1 and len(set(self.scores)) == len(self.scores), "reference.scores",
+                "at least one of distance, ratio, each once", self.scores)
+        require(self.n_per_class >= 1, "reference.n_per_class", "an integer >= 1", self.n_per_class)
+        require(0 <= self.target_fpr <= 1, "reference.target_fpr", "a rate in [0, 1]", self.target_fpr)
+        require(self.batch_size >= 1, "reference.batch_size", "an integer >= 1", self.batch_size)
+        for index, test_set in enumerate(self.test_sets):
+            test_set.check(f"reference.test_sets[{index}]")
+        names = [test_set.name for test_set in self.test_sets]
+        require(len(names) >= 1 and len(set(names)) == len(names) and CALIBRATION not in names,
+                "reference.test_sets", f"at least one set, names unique and not '{CALIBRATION}'", names)
+
+
+@dataclass(frozen=True)
+class ReferenceScores:
+    """Round-trip errors of a set of reals and fakes; undecodable images are left out and listed."""
+
+    paths: list[str]
+    labels: np.ndarray  # (N,) 0 real, 1 fake
+    errors: np.ndarray  # (N, 2) e1, e2 in squared 8-bit levels; e2 is NaN when no score needs it
+    rejects: list[dict[str, str]]
+
+    def score(self, name: Score) -> np.ndarray:
+        """(N,) the named score of every image."""
+        return reference_score(self.errors, name)
+
+
+def reference_score(errors: np.ndarray, name: Score) -> np.ndarray:
+    """(N, 2) errors -> (N,) score, higher = reconstructs better = more likely a reconstruction."""
+    e1, e2 = errors[:, 0], errors[:, 1]
+    if name == "distance":
+        return -np.log(e1 + EPSILON)
+    if name == "ratio":
+        return -np.log((e1 + EPSILON) / (e2 + EPSILON))
+    raise ValueError(f"unknown score {name!r}")
+
+
+def mean_squared_error(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) uint8 twice -> (N,) float64 mean squared difference in squared 8-bit levels."""
+    return (a.cpu().double() - b.cpu().double()).square().flatten(1).mean(1).numpy()
+
+
+def roundtrip_errors(autoencoder: torch.nn.Module, pixels: torch.Tensor, *, twice: bool,
+                     per_image: bool) -> np.ndarray:
+    """(N, 3, H, W) uint8 -> (N, 2): e1 = MSE(x, AE(x)) and, when `twice`, e2 = MSE(AE(x), AE(AE(x))), else NaN."""
+    seeds = [0] * len(pixels)  # never drawn: the posterior mode (and every deterministic family) takes no noise
+    once = reconstruct_batch(autoencoder, pixels, seeds=seeds, sample="mode", per_image=per_image)  # uint8, CPU
+    errors = np.full((len(pixels), 2), np.nan)
+    errors[:, 0] = mean_squared_error(pixels, once)
+    if twice:  # from the rounded 8-bit reconstruction, as a saved fake would be read back
+        again = reconstruct_batch(autoencoder, once.to(pixels.device), seeds=seeds, sample="mode",
+                                  per_image=per_image)
+        errors[:, 1] = mean_squared_error(once, again)
+    return errors
+
+
+def score_items(autoencoder: torch.nn.Module, items: Sequence[ScoreItem], *, twice: bool, batch_size: int,
+                per_image: bool, device: torch.device, stage: str) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """(N, 2) errors per item (NaN rows for undecodable files, which are also returned as rejects labelled `stage`).
+
+    Images are decoded like the reconstruct stage's reals (decode_rgb, at the recorded size), batched by size."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, item in enumerate(items):
+        groups[(item.height, item.width)].append(index)
+    batches = [indices[i:i + batch_size] for _, indices in sorted(groups.items())
+               for i in range(0, len(indices), batch_size)]
+    errors = np.full((len(items), 2), np.nan)
+    rejects: list[dict[str, str]] = []
+
+    def load(chunk: list[int]) -> tuple[list[int], list[np.ndarray]]:
+        kept, images = [], []
+        for index in chunk:
+            image, reason = decode_expected(Path(items[index].path), height=items[index].height,
+                                            width=items[index].width)
+            if image is None:
+                rejects.append({"path": items[index].path, "stage": stage, "reason": reason})
+            else:
+                kept.append(index)
+                images.append(image)
+        return kept, images
+
+    with ThreadPoolExecutor(2) as pool, progress_bar(total=len(items), desc=stage, unit="img") as progress:
+        for chunk, (kept, images) in zip(batches, prefetch_map(pool, load, batches), strict=True):
+            if kept:
+                pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)  # (B, 3, H, W) uint8
+                result = checked_errors(autoencoder, pixels, twice=twice, per_image=per_image)
+                if isinstance(result, str):  # one size per batch: every image of it fails alike
+                    log.warning("%s: %d image(s) rejected: %s", stage, len(kept), result)
+                    rejects.extend({"path": items[i].path, "stage": stage, "reason": result} for i in kept)
+                else:
+                    errors[kept] = result
+            progress.update(len(chunk))
+    return errors, rejects
+
+
+def checked_errors(autoencoder: torch.nn.Module, pixels: torch.Tensor, *, twice: bool,
+                   per_image: bool) -> np.ndarray | str:
+    """roundtrip_errors, or why the autoencoder cannot take images of this size (a reject reason)."""
+    try:
+        return roundtrip_errors(autoencoder, pixels, twice=twice, per_image=per_image)
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, ValueError) as error:
+        # e.g. a few-pixel image whose latent is 1 x 1: GroupNorm has a single value per group. Evaluate scores
+        # any image; the autoencoder has such limits, so these are rejects rather than the end of the run.
+        height, width = pixels.shape[-2:]
+        message = str(error).splitlines()[0] if str(error) else ""  # torch's size errors name shapes only
+        return f"the autoencoder cannot round-trip a {width}x{height} image: {type(error).__name__}: {message}"
+
+
+def score_pairs(autoencoder: torch.nn.Module, reals: list[ScoreItem], fakes: list[ScoreItem], *, twice: bool,
+                batch_size: int, per_image: bool, device: torch.device, stage: str,
+                rejects: Sequence[dict[str, str]] = ()) -> ReferenceScores:
+    """Errors of `reals` and `fakes`; `rejects` (found before decoding) join the decode rejects."""
+    items = reals + fakes
+    errors, decode_rejects = score_items(autoencoder, items, twice=twice, batch_size=batch_size, per_image=per_image,
+                                         device=device, stage=stage)
+    labels = np.array([0] * len(reals) + [1] * len(fakes))
+    kept = np.isfinite(errors[:, 0])
+    scored = ReferenceScores([item.path for item, keep in zip(items, kept, strict=True) if keep], labels[kept],
+                             errors[kept], sorted([*rejects, *decode_rejects], key=lambda r: r["path"]))
+    for label, kind in ((0, "real"), (1, "fake")):
+        if not (scored.labels == label).any():
+            raise DataError(f"{stage}: none of its {kind} images could be scored ({len(scored.rejects)} rejected, "
+                            f"e.g. {scored.rejects[:1]})")
+    return scored
+
+
+def score_metrics(scored: ReferenceScores, name: Score, *, threshold: float) -> dict[str, float]:
+    """AP, AUC and real/fake/balanced accuracy of one score at its threshold."""
+    metrics = detection_metrics(scored.labels, scored.score(name), threshold=threshold)
+    return {key: metrics[key] for key in METRIC_KEYS}
+
+
+def counts(scored: ReferenceScores) -> dict[str, int]:
+    """Images scored per class and rejected."""
+    return {"n_real": int((scored.labels == 0).sum()), "n_fake": int((scored.labels == 1).sum()),
+            "rejected": len(scored.rejects)}
+
+
+def run_reference(config: ReferenceConfig, *, autoencoder_dir: Path, manifest_dir: Path
+                  ) -> tuple[dict[str, Any], dict[str, ReferenceScores], dict[str, Any]]:
+    """Return (metrics for reference.json, scored images per folder: calibration then each test set, run info)."""
+    rows = read_csv(manifest_dir / "val.csv")
+    if not rows:
+        raise DataError(f"{manifest_dir / 'val.csv'} has no validation pairs")
+    real_rows = seeded_subset(rows, config.n_per_class, seed=config.seed, stream=0)
+    fake_rows = seeded_subset(rows, config.n_per_class, seed=config.seed, stream=1)  # as the threshold stage
+    if len(rows) < config.n_per_class:
+        log.warning("only %d validation pairs: calibrating on %d reals + %d fakes instead of %d each",
+                    len(rows), len(real_rows), len(fake_rows), config.n_per_class)
+    device = pick_device(config.device)
+    autoencoder, info = load_autoencoder(autoencoder_dir, device=device)
+    autoencoder = autoencoder.to(memory_format=torch.channels_last)
+    per_image = device.type == "cpu"  # as reconstruct's forward=auto: scores independent of the batch size
+    options = {"twice": "ratio" in config.scores, "batch_size": config.batch_size, "per_image": per_image,
+               "device": device}
+    started = time.perf_counter()
+    scored = {CALIBRATION: score_pairs(autoencoder, manifest_items(real_rows, "real_path"),
+                                       manifest_items(fake_rows, "fake_path"), stage=f"reference:{CALIBRATION}",
+                                       **options)}
+    for test_set in config.test_sets:
+        stage = f"reference:{test_set.name}"
+        reals, fakes, rejects = resolve_test_set(test_set, manifest_dir=manifest_dir)
+        scored[test_set.name] = score_pairs(autoencoder, reals, fakes, stage=stage,
+                                            rejects=[reject | {"stage": stage} for reject in rejects], **options)
+    seconds = time.perf_counter() - started
+    calibration, sets = scored[CALIBRATION], {name: s for name, s in scored.items() if name != CALIBRATION}
+    metrics: dict[str, Any] = {"counts": {name: counts(s) for name, s in scored.items()}}
+    for name in config.scores:
+        threshold = select_threshold(calibration.labels, calibration.score(name), criterion=config.criterion,
+                                     target_fpr=config.target_fpr, fixed=config.fixed)  # val only
+        per_set = {set_name: score_metrics(s, name, threshold=threshold) for set_name, s in sets.items()}
+        mean = {key: float(np.mean([values[key] for values in per_set.values()])) for key in METRIC_KEYS}
+        metrics[name] = {"threshold": threshold, CALIBRATION: score_metrics(calibration, name, threshold=threshold),
+                         **mean, "sets": per_set}
+    images = sum(len(s.paths) for s in scored.values())
+    run_info = {"autoencoder": info["label"], "autoencoder_class": info["class"], "trained": info["trained"],
+                "device": str(device), "forward": "per_image" if per_image else "batched",
+                "round_trips_per_image": 2 if options["twice"] else 1, "images": images, "seconds": seconds,
+                "images_per_second": images / seconds if seconds else 0.0}
+    return metrics, scored, run_info
+
+
+def write_reference_scores(folder: Path, scored: ReferenceScores, *, thresholds: Mapping[str, float]) -> None:
+    """folder/scores.csv (errors, each score and its call at its threshold) and folder/rejects.csv."""
+    names = list(thresholds)
+    values = {name: scored.score(name) for name in names}
+    rows = []
+    for index, (path, label, (e1, e2)) in enumerate(zip(scored.paths, scored.labels, scored.errors, strict=True)):
+        row = {"path": path, "label": "fake" if label else "real", "e1": f"{e1:.6f}",
+               "e2": f"{e2:.6f}" if np.isfinite(e2) else ""}
+        for name in names:
+            row[name] = f"{values[name][index]:.6f}"
+            row[f"called_{name}"] = "fake" if values[name][index] > thresholds[name] else "real"
+        rows.append(row)
+    write_csv(folder / "scores.csv", rows, ("path", "label", "e1", "e2", *names, *(f"called_{n}" for n in names)))
+    write_csv(folder / "rejects.csv", scored.rejects, ("path", "stage", "reason"))
