@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = ("fetch", "autoencoder", "reconstruct", "manifest", "train", "threshold", "evaluate", "stay_positive",
-          "stay_positive_threshold", "stay_positive_evaluate", "report")
+STAGES = ("fetch", "autoencoder", "reconstruct", "manifest", "train", "threshold@base", "evaluate@base",
+          "stay_positive", "threshold@stay_positive", "evaluate@stay_positive", "reference", "report")
 # persistent outputs a forced stage would resume from (timing nothing): removed first, the stage redoes them
 PERSISTED = {"reconstruct": "data/fake", "train": "data/model", "stay_positive": "data/stay_positive/model"}
 

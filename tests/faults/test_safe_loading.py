@@ -16,7 +16,8 @@ from aligned_forensics.detector.checkpoints import read_checkpoint
 from tests.conftest import REPO_ROOT
 
 SOURCES = sorted([*(REPO_ROOT / "src").rglob("*.py"), *(REPO_ROOT / "stages").glob("*.py")])
-SAFE_YAML = {"safe_load", "safe_load_all", "safe_dump", "safe_dump_all", "YAMLError"}
+SAFE_YAML = {"safe_load", "safe_load_all", "safe_dump", "safe_dump_all", "YAMLError",
+             "SafeDumper", "Node"}  # writing through a SafeDumper subclass emits plain YAML only
 SHELL_CALLS = {("os", "system"), ("os", "popen"), ("subprocess", "getoutput"), ("subprocess", "getstatusoutput")}
 CODE_LOADERS = {("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"), ("marshal", "loads"),
                 ("dill", "load"), ("dill", "loads"), ("cloudpickle", "load"), ("cloudpickle", "loads")}
@@ -82,7 +83,13 @@ def test_yaml_is_only_read_with_safe_load(trees):
     used = {(where(path, node), node.attr) for path, tree in trees.items() for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and dotted(node.value) == ("yaml",)}
     assert any(attribute == "safe_load" for _, attribute in used), "params are read with yaml.safe_load"
-    unsafe = sorted(place for place, attribute in used if attribute not in SAFE_YAML)
+    safe_dumps = {where(path, node.func) for path, tree in trees.items() for node in ast.walk(tree)
+                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                  and dotted(node.func.value) == ("yaml",) and node.func.attr == "dump"
+                  and any(keyword.arg == "Dumper" and isinstance(keyword.value, ast.Name)
+                          and keyword.value.id.endswith("Dumper") for keyword in node.keywords)}
+    unsafe = sorted(place for place, attribute in used if attribute not in SAFE_YAML
+                    and not (attribute == "dump" and place in safe_dumps))
     assert not unsafe, f"yaml used other than through safe_load/safe_dump at {unsafe}"
     imported = [where(path, node) for path, tree in trees.items() for node in ast.walk(tree)
                 if isinstance(node, ast.ImportFrom) and node.module == "yaml"

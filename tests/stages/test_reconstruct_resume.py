@@ -75,4 +75,4 @@ def test_torchrun_with_two_ranks_gives_the_same_bytes(workspace):
     result = reconstruct(workspace, "data/ranks", torchrun, "--standalone", "--nproc_per_node=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert digests(workspace / "data/ranks") == digests(workspace / "data/reference")
-    assert '"resumed": 0' in (workspace / "data/ranks.json").read_text()  # the ranks did the work, not rank 0
+    assert '"resumed": 0' in (workspace / "data/info/ranks.json").read_text()  # the ranks did the work, not rank 0

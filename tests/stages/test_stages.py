@@ -95,7 +95,7 @@ def test_undecodable_real_is_rejected_and_counted(workspace, tmp_path, monkeypat
     assert code == 0
     rejects = read_csv(tmp_path / "rejects.csv")
     assert [r["path"] for r in rejects] == [str(broken)] and rejects[0]["reason"]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "info" / "metrics.json").read_text())
     assert metrics["rejected"] == 1 and metrics["images"] == len(index) - 1
 
 

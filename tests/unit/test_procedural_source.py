@@ -40,6 +40,18 @@ def test_the_same_seed_gives_byte_identical_jpegs_in_any_order():
     assert list(first) == [f"procedural-0-{index:06d}" for index in range(12)]
 
 
+def test_png_keeps_the_generated_pixels_exactly_and_jpeg_compresses_them():
+    """image_format png: the reconstruction is then the only difference between a real and its fake."""
+    png = plan_fetch(FetchConfig(seed=0, sources=({**SMALL, "count": 3, "image_format": "png"},)))
+    jpeg = plan_fetch(FetchConfig(seed=0, sources=({**SMALL, "count": 3},)))
+    for png_item, jpeg_item in zip(png, jpeg, strict=True):
+        _, pixels = proc.generate(proc.Config(**{**SMALL, "count": 3}), 0, int(png_item.stem.rsplit("-", 1)[1]))
+        loaded = png_item.load()
+        assert (loaded.suffix, loaded.source_format) == (".png", "png")
+        assert np.array_equal(decode_rgb(loaded.data), pixels)
+        assert jpeg_item.load().suffix == ".jpg" and not np.array_equal(decode_rgb(jpeg_item.load().data), pixels)
+
+
 def test_a_source_seed_wins_over_fetch_seed_and_two_seeds_combine_without_shared_stems():
     planned = plan_fetch(FetchConfig(seed=0, sources=({**SMALL, "seed": 1}, {**SMALL, "seed": 2, "split": "val"})))
     images = _loaded(planned)

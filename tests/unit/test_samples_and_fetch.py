@@ -22,6 +22,17 @@ def test_groups_are_split_deterministically_and_exclusively():
     assert len({tuple(sorted(split.items())) for split in others.values()}) > 1  # the seed matters
 
 
+def test_other_groups_val_keeps_every_photo_out_of_training_and_leaves_the_test_photos_where_they_were():
+    groups = [photo.group for photo in samples.SAMPLE_PHOTOS]
+    default = samples.assign_groups(groups, val_groups=2, test_groups=2, seed=0)
+    no_train = samples.assign_groups(groups, val_groups=2, test_groups=2, seed=0, other_groups="val")
+    assert "train" not in no_train.values()
+    assert {g for g, s in no_train.items() if s == "test"} == {g for g, s in default.items() if s == "test"}
+    assert {g for g, s in no_train.items() if s == "val"} == {g for g, s in default.items() if s != "test"}
+    with pytest.raises(ParamsError, match="other_groups"):
+        samples.Config(kind="samples", other_groups="test")
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_crops_are_multiples_of_8_and_inside_the_photo(seed):
     rng = np.random.default_rng(seed)

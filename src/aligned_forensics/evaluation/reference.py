@@ -28,15 +28,14 @@ from aligned_forensics.autoencoder.reconstruct import reconstruct_batch
 from aligned_forensics.common.devices import pick_device
 from aligned_forensics.common.errors import DataError
 from aligned_forensics.common.images import decode_expected
-from aligned_forensics.common.io import read_csv, write_csv
+from aligned_forensics.common.io import write_csv
 from aligned_forensics.common.params import require
 from aligned_forensics.common.prefetch import prefetch_map
 from aligned_forensics.common.progress import progress_bar
-from aligned_forensics.common.sampling import seeded_subset
 from aligned_forensics.detector.metrics import Criterion, detection_metrics, select_threshold
 from aligned_forensics.evaluation.scoring import ScoreItem
 from aligned_forensics.evaluation.test_sets import TestSet, resolve_test_set
-from aligned_forensics.evaluation.threshold import manifest_items
+from aligned_forensics.evaluation.threshold import calibration_rows, manifest_items
 
 log = logging.getLogger(__name__)
 
@@ -204,14 +203,8 @@ def counts(scored: ReferenceScores) -> dict[str, int]:
 def run_reference(config: ReferenceConfig, *, autoencoder_dir: Path, manifest_dir: Path
                   ) -> tuple[dict[str, Any], dict[str, ReferenceScores], dict[str, Any]]:
     """Return (metrics for reference.json, scored images per folder: calibration then each test set, run info)."""
-    rows = read_csv(manifest_dir / "val.csv")
-    if not rows:
-        raise DataError(f"{manifest_dir / 'val.csv'} has no validation pairs")
-    real_rows = seeded_subset(rows, config.n_per_class, seed=config.seed, stream=0)
-    fake_rows = seeded_subset(rows, config.n_per_class, seed=config.seed, stream=1)  # as the threshold stage
-    if len(rows) < config.n_per_class:
-        log.warning("only %d validation pairs: calibrating on %d reals + %d fakes instead of %d each",
-                    len(rows), len(real_rows), len(fake_rows), config.n_per_class)
+    real_rows, fake_rows = calibration_rows(manifest_dir / "val.csv", n_per_class=config.n_per_class,
+                                            seed=config.seed)  # the threshold stage's subsets
     device = pick_device(config.device)
     autoencoder, info = load_autoencoder(autoencoder_dir, device=device)
     autoencoder = autoencoder.to(memory_format=torch.channels_last)

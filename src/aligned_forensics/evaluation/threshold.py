@@ -84,18 +84,26 @@ def score_pairs(
                         scores[kept], sorted(rejects, key=lambda r: r["path"]))
 
 
+def calibration_rows(
+    val_manifest: Path, *, n_per_class: int, seed: int
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Seeded subsets of the validation pairs: (rows whose real is used, rows whose fake is used)."""
+    rows = read_csv(val_manifest)
+    if not rows:
+        raise DataError(f"{val_manifest} has no validation pairs")
+    real_rows = seeded_subset(rows, n_per_class, seed=seed, stream=0)
+    fake_rows = seeded_subset(rows, n_per_class, seed=seed, stream=1)  # independent of the reals
+    if len(rows) < n_per_class:
+        log.warning("only %d validation pairs: calibrating on %d reals + %d fakes instead of %d each",
+                    len(rows), len(real_rows), len(fake_rows), n_per_class)
+    return real_rows, fake_rows
+
+
 def run_threshold(
     config: ThresholdConfig, *, model_path: Path, val_manifest: Path
 ) -> tuple[dict[str, Any], ScoredImages]:
     """Return (metrics for threshold.json, the scored validation images)."""
-    rows = read_csv(val_manifest)
-    if not rows:
-        raise DataError(f"{val_manifest} has no validation pairs")
-    real_rows = seeded_subset(rows, config.n_per_class, seed=config.seed, stream=0)
-    fake_rows = seeded_subset(rows, config.n_per_class, seed=config.seed, stream=1)  # independent of the reals
-    if len(rows) < config.n_per_class:
-        log.warning("only %d validation pairs: calibrating on %d reals + %d fakes instead of %d each",
-                    len(rows), len(real_rows), len(fake_rows), config.n_per_class)
+    real_rows, fake_rows = calibration_rows(val_manifest, n_per_class=config.n_per_class, seed=config.seed)
     device = pick_device(config.device)
     model, payload = load_detector(model_path, device=device)
     crop_size = config.scoring.crop_size or payload["preprocessing"]["train_crop"]

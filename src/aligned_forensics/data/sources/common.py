@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 
 from aligned_forensics.common.errors import DataError
-from aligned_forensics.common.images import ImageDecodeError, decode_rgb, encode_png, header_orientation, open_image
+from aligned_forensics.common.images import (
+    ImageDecodeError,
+    decode_rgb,
+    encode_jpeg,
+    encode_png,
+    header_orientation,
+    open_image,
+)
 from aligned_forensics.common.params import require
 from aligned_forensics.common.sampling import seeded_subset
 from aligned_forensics.data.download import RemoteFile, cached_path, download, parse_checksum
@@ -103,6 +110,14 @@ def crop_to_multiple(data: bytes, *, multiple: int, suffix: str = "") -> LoadedI
     cropped = np.ascontiguousarray(pixels[:new_height, :new_width])  # (H', W', 3)
     return LoadedImage(encode_png(cropped), ".png", source_format,
                        f"cropped {width}x{height} to {new_width}x{new_height} at the top-left corner, lossless PNG")
+
+
+def encode_generated(pixels: np.ndarray, *, image_format: str, jpeg_quality: int, what: str) -> LoadedImage:
+    """A generated or cropped real as JPEG at `jpeg_quality` (like COCO's photos) or as lossless PNG."""
+    if image_format == "png":  # no compression trace in the real: the reconstruction is then the only difference
+        return LoadedImage(encode_png(pixels), ".png", "png", f"{what} saved as lossless PNG")
+    return LoadedImage(encode_jpeg(pixels, quality=jpeg_quality), ".jpg", "jpeg",
+                       f"{what} encoded as JPEG q{jpeg_quality}")
 
 
 def suffix_for(source_format: str) -> str:

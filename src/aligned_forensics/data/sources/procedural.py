@@ -24,9 +24,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from aligned_forensics.common.images import encode_jpeg
 from aligned_forensics.common.params import require
-from aligned_forensics.data.sources.common import LoadedImage, SourceContext
+from aligned_forensics.data.sources.common import LoadedImage, SourceContext, encode_generated
 
 KINDS = ("dead_leaves", "colour_field", "blend")  # the order of the config's fractions
 REFERENCE_SIDE = 64  # the recipe's sizes (shape counts, radii, blur widths) are per 64x64 pixels
@@ -45,7 +44,8 @@ class Config:
     split: Literal["train", "val", "test"] = "train"  # every image goes here; add a second source for another split
     min_side: int = 64  # heights and widths are multiples of 8 drawn independently in [min_side, max_side]
     max_side: int = 128
-    jpeg_quality: int = 90  # like COCO's photos
+    image_format: Literal["jpeg", "png"] = "jpeg"  # jpeg like COCO's photos, or lossless png
+    jpeg_quality: int = 90  # image_format jpeg only
     dead_leaves: float = 0.6  # fractions of the three kinds; they add up to 1
     colour_field: float = 0.25
     blend: float = 0.15
@@ -58,6 +58,7 @@ class Config:
         require(self.max_side % 8 == 0 and self.min_side <= self.max_side <= MAX_SIDE, f"{key}.max_side",
                 f"a multiple of 8 >= min_side ({self.min_side}) and <= {MAX_SIDE}", self.max_side)
         require(1 <= self.jpeg_quality <= 100, f"{key}.jpeg_quality", "1..100", self.jpeg_quality)
+        require(self.image_format in ("jpeg", "png"), f"{key}.image_format", "jpeg or png", self.image_format)
         for name, fraction in zip(KINDS, self.fractions, strict=True):
             require(0 <= fraction <= 1, f"{key}.{name}", "a fraction in 0..1", fraction)
         require(math.isclose(sum(self.fractions), 1.0, abs_tol=1e-6), f"{key}.dead_leaves + colour_field + blend",
@@ -117,7 +118,7 @@ def plan(config: Config, context: SourceContext) -> list[dict[str, Any]]:
             "source": f"procedural/{seed}",
             # everything the bytes depend on, so an index written with other settings is never taken as current
             "origin": f"procedural seed={seed} index={index} {layout.kind} {layout.width}x{layout.height} "
-                      f"q{config.jpeg_quality}",
+                      f"{config.image_format if config.image_format == 'png' else f'q{config.jpeg_quality}'}",
             "load": _ProceduralLoader(seed, index, config),
         })
     return items
@@ -262,6 +263,5 @@ class _ProceduralLoader:
 
     def __call__(self) -> LoadedImage:
         layout, pixels = generate(self.config, self.seed, self.index)
-        quality = self.config.jpeg_quality
-        return LoadedImage(encode_jpeg(pixels, quality=quality), ".jpg", "jpeg",
-                           f"procedural {layout.kind} encoded as JPEG q{quality}")
+        return encode_generated(pixels, image_format=self.config.image_format, jpeg_quality=self.config.jpeg_quality,
+                                what=f"procedural {layout.kind}")

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import numpy as np
 
 from aligned_forensics.common.errors import DataError
-from aligned_forensics.common.images import decode_rgb, encode_jpeg
+from aligned_forensics.common.images import decode_rgb
 from aligned_forensics.common.params import require
-from aligned_forensics.data.sources.common import LoadedImage, SourceContext
+from aligned_forensics.data.sources.common import LoadedImage, SourceContext, encode_generated
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ class Config:
     val_groups: int = 2  # photo groups (scenes) held out for validation
     test_groups: int = 2
     other_groups: Literal["train", "val"] = "train"  # where the remaining scenes go (val: train on other sources)
-    jpeg_quality: int = 90
+    image_format: Literal["jpeg", "png"] = "jpeg"  # crops as JPEG like COCO's photos, or lossless png
+    jpeg_quality: int = 90  # image_format jpeg only
 
     def __post_init__(self) -> None:
         key = "fetch.sources[samples]"
@@ -69,6 +70,7 @@ class Config:
                 (self.val_groups, self.test_groups))
         require(1 <= self.jpeg_quality <= 100, f"{key}.jpeg_quality", "1..100", self.jpeg_quality)
         require(self.other_groups in ("train", "val"), f"{key}.other_groups", "train or val", self.other_groups)
+        require(self.image_format in ("jpeg", "png"), f"{key}.image_format", "jpeg or png", self.image_format)
 
 
 def assign_groups(
@@ -116,7 +118,7 @@ def plan(config: Config, context: SourceContext) -> list[dict[str, Any]]:
                 "source": "samples",
                 "origin": f"{photo.package}/{photo.relative_path} crop top={top} left={left} "
                           f"h={crop_height} w={crop_width}",
-                "load": _CropLoader(path, top, left, crop_height, crop_width, config.jpeg_quality),
+                "load": _CropLoader(path, top, left, crop_height, crop_width, config.image_format, config.jpeg_quality),
             })
     return items
 
@@ -146,12 +148,13 @@ class _CropLoader:
     left: int
     crop_height: int
     crop_width: int
+    image_format: str
     quality: int
 
     def __call__(self) -> LoadedImage:
         pixels = _decoded(self.path)[self.top:self.top + self.crop_height, self.left:self.left + self.crop_width]
-        data = encode_jpeg(np.ascontiguousarray(pixels), quality=self.quality)
-        return LoadedImage(data, ".jpg", "jpeg", f"crop encoded as JPEG q{self.quality}")
+        return encode_generated(np.ascontiguousarray(pixels), image_format=self.image_format,
+                                jpeg_quality=self.quality, what="crop")
 
 
 @cache
