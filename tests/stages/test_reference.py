@@ -55,6 +55,10 @@ def test_reference_writes_numbers_only_in_range(workspace):
         roc = json.loads((workspace / f"metrics/reference/roc/{score}-test.json").read_text())
         assert roc[0]["fpr"] == 0.0 and roc[-1]["fpr"] == 1.0 and roc[-1]["tpr"] == 1.0
     assert len(read_csv(workspace / "data/reference/calibration/scores.csv")) == 2 * pairs["val"]
+    report = (workspace / "report/report.md").read_text()
+    assert "## Training-free reference" in report
+    for score in SCORES:
+        assert f"| test | reference `{score}` | {metrics[score]['sets']['test']['ap']:.4f} |" in report
     info = json.loads((workspace / "data/reference/info.json").read_text())
     assert info["autoencoder"] and info["seconds"] > 0 and info["round_trips_per_image"] == 2
 

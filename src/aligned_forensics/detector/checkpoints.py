@@ -28,8 +28,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, *, config: dict[str, Any
     """Write {format, arch, state_dict, preprocessing, config, epoch, metrics[, training_state]} atomically."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    payload = {"format": FORMAT, "arch": model.arch, "input_filter": getattr(model, "input_filter_name", "none"), "state_dict": state,
-               "config": config, "epoch": epoch,
+    payload = {"format": FORMAT, "arch": model.arch, "input_filter": getattr(model, "input_filter_name", "none"),
+               "state_dict": state, "config": config, "epoch": epoch,
                "metrics": metrics, "preprocessing": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                                                      "train_crop": config["augment"]["crop_size"]}}
     if training_state is not None:

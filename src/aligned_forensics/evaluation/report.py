@@ -58,7 +58,29 @@ def _report_lines(config: ReportConfig, *, metrics_dir: Path) -> str:
         lines += ["", "![robustness](eval/sweeps.png)"]
     if (metrics_dir / "stay_positive" / "eval.json").is_file():
         lines += stay_positive_section(read, base=evaluation, base_sweeps=sweeps)
+    reference = read("info/reference.json", missing_ok=True)
+    if reference:
+        lines += reference_section(reference, detector=evaluation)
     return "\n".join(lines) + "\n"
+
+
+REFERENCE_COLUMNS = ("ap", "auc", "bacc", "real_acc", "fake_acc")
+
+
+def reference_section(reference: dict[str, Any], *, detector: dict[str, Any]) -> list[str]:
+    """The training-free round-trip scores beside the trained detector, per test set, each at its own threshold."""
+    scores = [name for name in reference if name != "counts"]
+    lines = ["", "## Training-free reference", "",
+             "The same autoencoder's round-trip errors, no training (README \"Reference\"): each score at its own "
+             "threshold, calibrated on validation like the detector's.", "",
+             "| set | scorer | " + " | ".join(REFERENCE_COLUMNS) + " |", "|" + " --- |" * (len(REFERENCE_COLUMNS) + 2)]
+    for name in detector["sets"]:
+        rows = [("detector", detector["sets"][name])]
+        rows += [(f"reference `{score}`", reference[score]["sets"][name]) for score in scores
+                 if name in reference[score]["sets"]]
+        lines += [f"| {name} | {scorer} | " + " | ".join(f"{values[c]:.4f}" for c in REFERENCE_COLUMNS) + " |"
+                  for scorer, values in rows]
+    return lines
 
 
 COMPARED = ("ap", "auc", "bacc", "real_acc", "fake_acc", "bacc_at_0", "tpr_at_5pct_fpr")
