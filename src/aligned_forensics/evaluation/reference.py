@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,13 +25,10 @@ from aligned_forensics.autoencoder.autoencoder import load_autoencoder
 from aligned_forensics.autoencoder.reconstruct import reconstruct_batch
 from aligned_forensics.common.devices import pick_device
 from aligned_forensics.common.errors import DataError
-from aligned_forensics.common.images import decode_expected
 from aligned_forensics.common.io import write_csv
 from aligned_forensics.common.params import require
-from aligned_forensics.common.prefetch import prefetch_map
-from aligned_forensics.common.progress import progress_bar
 from aligned_forensics.detector.metrics import Criterion, detection_metrics, select_threshold
-from aligned_forensics.evaluation.scoring import ScoreItem
+from aligned_forensics.evaluation.scoring import ScoreItem, decoded_batches
 from aligned_forensics.evaluation.test_sets import TestSet, resolve_test_set
 from aligned_forensics.evaluation.threshold import calibration_rows, manifest_items
 
@@ -121,37 +116,17 @@ def score_items(autoencoder: torch.nn.Module, items: Sequence[ScoreItem], *, twi
     """(N, 2) errors per item (NaN rows for undecodable files, which are also returned as rejects labelled `stage`).
 
     Images are decoded like the reconstruct stage's reals (decode_rgb, at the recorded size), batched by size."""
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for index, item in enumerate(items):
-        groups[(item.height, item.width)].append(index)
-    batches = [indices[i:i + batch_size] for _, indices in sorted(groups.items())
-               for i in range(0, len(indices), batch_size)]
     errors = np.full((len(items), 2), np.nan)
     rejects: list[dict[str, str]] = []
-
-    def load(chunk: list[int]) -> tuple[list[int], list[np.ndarray]]:
-        kept, images = [], []
-        for index in chunk:
-            image, reason = decode_expected(Path(items[index].path), height=items[index].height,
-                                            width=items[index].width)
-            if image is None:
-                rejects.append({"path": items[index].path, "stage": stage, "reason": reason})
-            else:
-                kept.append(index)
-                images.append(image)
-        return kept, images
-
-    with ThreadPoolExecutor(2) as pool, progress_bar(total=len(items), desc=stage, unit="img") as progress:
-        for chunk, (kept, images) in zip(batches, prefetch_map(pool, load, batches), strict=True):
-            if kept:
-                pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)  # (B, 3, H, W) uint8
-                result = checked_errors(autoencoder, pixels, twice=twice, per_image=per_image)
-                if isinstance(result, str):  # one size per batch: every image of it fails alike
-                    log.warning("%s: %d image(s) rejected: %s", stage, len(kept), result)
-                    rejects.extend({"path": items[i].path, "stage": stage, "reason": result} for i in kept)
-                else:
-                    errors[kept] = result
-            progress.update(len(chunk))
+    for kept, images in decoded_batches(items, size_of=lambda item: (item.height, item.width), batch_size=batch_size,
+                                        stage=stage, desc=stage, rejects=rejects):
+        pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)  # (B, 3, H, W) uint8
+        result = checked_errors(autoencoder, pixels, twice=twice, per_image=per_image)
+        if isinstance(result, str):  # one size per batch: every image of it fails alike
+            log.warning("%s: %d image(s) rejected: %s", stage, len(kept), result)
+            rejects.extend({"path": items[i].path, "stage": stage, "reason": result} for i in kept)
+        else:
+            errors[kept] = result
     return errors, rejects
 
 

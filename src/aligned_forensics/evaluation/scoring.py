@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,6 +44,38 @@ class ScoreItem:
     width: int
 
 
+def decoded_batches(
+    items: Sequence[ScoreItem], *, size_of: Callable[[ScoreItem], tuple[int, int]], batch_size: int, stage: str,
+    desc: str, rejects: list[dict[str, str]], prepare: Callable[[np.ndarray], Any] = lambda image: image,
+) -> Iterator[tuple[list[int], list[Any]]]:
+    """Yield (item indices, prepared images) per batch of equal `size_of`, decoded on a thread beside the model.
+
+    Undecodable files are appended to `rejects` (labelled `stage`) and left out of their batch."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, item in enumerate(items):
+        groups[size_of(item)].append(index)
+    batches = [indices[i:i + batch_size] for _, indices in sorted(groups.items())
+               for i in range(0, len(indices), batch_size)]
+
+    def load(chunk: list[int]) -> tuple[list[int], list[Any]]:
+        kept, images = [], []
+        for index in chunk:
+            item = items[index]
+            image, reason = decode_expected(Path(item.path), height=item.height, width=item.width)
+            if image is None:
+                rejects.append({"path": item.path, "stage": stage, "reason": reason})
+            else:
+                kept.append(index)
+                images.append(prepare(image))
+        return kept, images
+
+    with ThreadPoolExecutor(2) as pool, progress_bar(total=len(items), desc=desc, unit="img") as progress:
+        for chunk, (kept, images) in zip(batches, prefetch_map(pool, load, batches), strict=True):
+            if kept:
+                yield kept, images
+            progress.update(len(chunk))
+
+
 @torch.inference_mode()
 def score_images(
     model: torch.nn.Module, items: Sequence[ScoreItem], *, protocol: Protocol, crop_size: int, batch_size: int,
@@ -52,38 +84,22 @@ def score_images(
     """Logit per item (NaN for undecodable files, which are also returned as rejects labelled `stage`).
 
     Full images are batched by size (one forward pass per batch of equal sizes, not per image)."""
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for index, item in enumerate(items):
-        size = degradation.output_size(item.height, item.width)
-        groups[(crop_size, crop_size) if protocol == "center_crop" else size].append(index)
-    batches = [indices[i:i + batch_size] for _, indices in sorted(groups.items())
-               for i in range(0, len(indices), batch_size)]
+    def size_of(item: ScoreItem) -> tuple[int, int]:
+        return (crop_size, crop_size) if protocol == "center_crop" else degradation.output_size(item.height,
+                                                                                                  item.width)
+
+    def prepare(image: np.ndarray) -> torch.Tensor:
+        image = degradation.apply(image)
+        return to_normalised_tensor(center_crop(image, crop_size) if protocol == "center_crop" else image)
+
     scores = np.full(len(items), np.nan)
     rejects: list[dict[str, str]] = []
     model.eval()
-
-    def prepare(chunk: list[int]) -> tuple[list[int], list[torch.Tensor]]:
-        kept, tensors = [], []
-        for index in chunk:
-            item = items[index]
-            image, reason = decode_expected(Path(item.path), height=item.height, width=item.width)
-            if image is None:
-                rejects.append({"path": items[index].path, "stage": stage, "reason": reason})
-            else:
-                kept.append(index)
-                image = degradation.apply(image)
-                tensors.append(to_normalised_tensor(center_crop(image, crop_size) if protocol == "center_crop"
-                                                    else image))
-        return kept, tensors
-
-    with ThreadPoolExecutor(2) as pool, progress_bar(total=len(items), desc=desc, unit="img") as progress:
-        for chunk, (kept, tensors) in zip(batches, prefetch_map(pool, prepare, batches), strict=True):
-            if kept:
-                logits = model(torch.stack(tensors).to(device)).float().cpu().numpy()  # (B,)
-                if not np.isfinite(logits).all():
-                    bad = [items[i].path for i, value in zip(kept, logits, strict=True) if not np.isfinite(value)]
-                    raise DataError(f"the detector returned NaN/inf scores for {len(bad)} image(s), e.g. {bad[:3]}")
-                scores[kept] = logits
-            progress.update(len(chunk))
+    for kept, tensors in decoded_batches(items, size_of=size_of, batch_size=batch_size, stage=stage, desc=desc,
+                                         rejects=rejects, prepare=prepare):
+        logits = model(torch.stack(tensors).to(device)).float().cpu().numpy()  # (B,)
+        if not np.isfinite(logits).all():
+            bad = [items[i].path for i, value in zip(kept, logits, strict=True) if not np.isfinite(value)]
+            raise DataError(f"the detector returned NaN/inf scores for {len(bad)} image(s), e.g. {bad[:3]}")
+        scores[kept] = logits
     return scores, rejects
-
