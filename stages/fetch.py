@@ -8,8 +8,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
 from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.common.download import DOWNLOADS_ENV, downloads_dir  # noqa: E402
 from aligned_forensics.common.io import pick, write_metrics  # noqa: E402
-from aligned_forensics.data.download import DOWNLOADS_ENV, downloads_dir  # noqa: E402
 from aligned_forensics.data.fetch import FetchConfig, describe_dry_run, run_fetch  # noqa: E402
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aligned_forensics.common.archives import open_zip, read_member
 from aligned_forensics.common.errors import DataError
 from aligned_forensics.common.images import decode_rgb
 from aligned_forensics.common.io import read_csv
-from aligned_forensics.data.archives import open_zip, read_member
 from aligned_forensics.data.fetch import FetchConfig, describe_dry_run, plan_fetch, run_fetch
 from tests.dataset_archives import coco_images, coco_zip, lsun_images, lsun_zip, md5
 

@@ -9,8 +9,8 @@ from collections import namedtuple
 
 import pytest
 
+from aligned_forensics.common.download import RemoteFile, RetryPolicy, download, parse_checksum
 from aligned_forensics.common.errors import DataError, ParamsError
-from aligned_forensics.data.download import RemoteFile, RetryPolicy, download, parse_checksum
 
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, timeout_s=5)
 PAYLOAD = os.urandom(700_000)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aligned_forensics.common.download import RemoteFile, cached_path, check_free_space, downloads_dir, remote_length
 from aligned_forensics.common.errors import DataError, ParamsError
 from aligned_forensics.common.images import ImageDecodeError, image_header
 from aligned_forensics.common.io import atomic_directory, atomic_write_bytes, read_csv, write_csv
@@ -19,7 +20,6 @@ from aligned_forensics.common.prefetch import prefetch_map
 from aligned_forensics.common.progress import progress_bar
 from aligned_forensics.common.splits import SPLITS
 from aligned_forensics.common.stems import rename_advice, shared_stems, shared_stems_message
-from aligned_forensics.data.download import RemoteFile, cached_path, check_free_space, downloads_dir, remote_length
 from aligned_forensics.data.sources import PlannedImage, plan_source, source_config, source_remote_files
 from aligned_forensics.data.sources.common import NotReady, SourceContext
 

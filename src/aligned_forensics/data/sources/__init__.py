@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aligned_forensics.common.download import RemoteFile
 from aligned_forensics.common.errors import ParamsError
 from aligned_forensics.common.params import build_config
 from aligned_forensics.common.splits import Split
-from aligned_forensics.data.download import RemoteFile
 from aligned_forensics.data.sources import archive, coco, folder, lsun, procedural, samples
 from aligned_forensics.data.sources.common import LoadedImage, SourceContext
 

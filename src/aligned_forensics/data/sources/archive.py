@@ -15,11 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from aligned_forensics.common.errors import DataError
-from aligned_forensics.common.images import IMAGE_EXTENSIONS
-from aligned_forensics.common.params import require
-from aligned_forensics.common.sampling import seeded_subset
-from aligned_forensics.data.archives import (
+from aligned_forensics.common.archives import (
     Limits,
     TarMember,
     check_zip_limits,
@@ -31,7 +27,11 @@ from aligned_forensics.data.archives import (
     tar_members,
     unpacked_tar_path,
 )
-from aligned_forensics.data.download import RemoteFile, parse_checksum
+from aligned_forensics.common.download import RemoteFile, parse_checksum
+from aligned_forensics.common.errors import DataError
+from aligned_forensics.common.images import IMAGE_EXTENSIONS
+from aligned_forensics.common.params import require
+from aligned_forensics.common.sampling import seeded_subset
 from aligned_forensics.data.sources.common import (
     LoadedImage,
     NotReady,

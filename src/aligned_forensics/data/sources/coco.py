@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
+from aligned_forensics.common.archives import open_zip, read_member
+from aligned_forensics.common.download import RemoteFile
 from aligned_forensics.common.params import require
-from aligned_forensics.data.archives import open_zip, read_member
-from aligned_forensics.data.download import RemoteFile
 from aligned_forensics.data.sources.common import (
     LoadedImage,
     SourceContext,

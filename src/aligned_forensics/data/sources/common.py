@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from aligned_forensics.common.download import RemoteFile, cached_path, download, parse_checksum
 from aligned_forensics.common.errors import DataError
 from aligned_forensics.common.images import (
     ImageDecodeError,
@@ -23,7 +24,6 @@ from aligned_forensics.common.images import (
 )
 from aligned_forensics.common.params import require
 from aligned_forensics.common.sampling import seeded_subset
-from aligned_forensics.data.download import RemoteFile, cached_path, download, parse_checksum
 
 log = logging.getLogger(__name__)
 

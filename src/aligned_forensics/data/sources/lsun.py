@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 import lmdb
 
+from aligned_forensics.common.archives import extract_member, open_zip
+from aligned_forensics.common.download import RemoteFile, file_digests, parse_checksum
 from aligned_forensics.common.errors import DataError
 from aligned_forensics.common.io import atomic_directory
 from aligned_forensics.common.params import require
-from aligned_forensics.data.archives import extract_member, open_zip
-from aligned_forensics.data.download import RemoteFile, file_digests, parse_checksum
 from aligned_forensics.data.sources.common import (
     LoadedImage,
     NotReady,

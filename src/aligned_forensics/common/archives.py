@@ -14,9 +14,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from aligned_forensics.common.download import check_free_space
 from aligned_forensics.common.errors import DataError
 from aligned_forensics.common.io import NO_SPACE, disk_full
-from aligned_forensics.data.download import check_free_space
 
 
 def open_zip(path: Path) -> zipfile.ZipFile:
