@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
 from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.common.download import downloads_dir  # noqa: E402
 from aligned_forensics.common.figures import pr_points, roc_points, write_curves_png, write_points, write_sweeps_png
 from aligned_forensics.common.io import atomic_write_text, pick, write_json, write_metrics  # noqa: E402
 from aligned_forensics.evaluation.evaluate import EvaluateConfig, run_evaluate  # noqa: E402
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     def body(args) -> str:
         config = load_config(args.params, "evaluate", EvaluateConfig)
         metrics, scored_sets, sweeps = run_evaluate(config, model_path=args.model, manifest_dir=args.manifest,
-                                                    threshold_path=args.threshold)
+                                                    threshold_path=args.threshold, cache=downloads_dir())
         threshold = metrics["threshold"]
         for name, scored in scored_sets.items():
             values = metrics["sets"][name]
@@ -45,14 +46,15 @@ def main(argv: list[str] | None = None) -> int:
                      "mean_p_fake_fake": round(row["mean_p_fake_fake"], 5), "bacc": round(row["bacc"], 5)}
                     for row in sweeps.values() if row["kind"] == kind])
             write_sweeps_png(args.plots / "sweeps.png", sweeps, title=f"robustness of {config.sweeps.test_set}")
-        declared = pick(metrics, "ap", "auc", "bacc")  # the mean over sets; per set too when there are several
+        compared = ("ap", "auc", "bacc", "eer", "pd_at_5pct_far")
+        declared = pick(metrics, *compared)  # the mean over sets; per set too when there are several
         if len(metrics["sets"]) > 1:
-            declared["sets"] = {name: pick(values, "ap", "auc", "bacc") for name, values in metrics["sets"].items()}
+            declared["sets"] = {name: pick(values, *compared) for name, values in metrics["sets"].items()}
         write_metrics(args.metrics, metrics, declared=declared)
         atomic_write_text(args.plots / "summary.md", summary_table(metrics))
         return (f"{len(scored_sets)} set(s), {metrics['n_real']:,} real + {metrics['n_fake']:,} fake: mean AP "
-                f"{metrics['ap']:.4f}, AUC {metrics['auc']:.4f}, bacc {metrics['bacc']:.4f} (at logit 0: "
-                f"{metrics['bacc_at_0']:.4f}){f', {len(sweeps)} sweep levels' if sweeps else ''}")
+                f"{metrics['ap']:.4f}, AUC {metrics['auc']:.4f}, EER {metrics['eer']:.4f}, bacc {metrics['bacc']:.4f} "
+                f"(at logit 0: {metrics['bacc_at_0']:.4f}){f', {len(sweeps)} sweep levels' if sweeps else ''}")
 
     return run_stage("evaluate", parser, body, argv)
 

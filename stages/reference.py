@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
 from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.common.download import downloads_dir  # noqa: E402
 from aligned_forensics.common.figures import roc_points, write_points  # noqa: E402
 from aligned_forensics.common.io import pick, write_json, write_metrics  # noqa: E402
 from aligned_forensics.evaluation.reference import (  # noqa: E402
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(args) -> str:
         config = load_config(args.params, "reference", ReferenceConfig)
-        metrics, scored, info = run_reference(config, autoencoder_dir=args.autoencoder, manifest_dir=args.manifest)
+        metrics, scored, info = run_reference(config, autoencoder_dir=args.autoencoder, manifest_dir=args.manifest,
+                                              cache=downloads_dir())
         thresholds = {name: metrics[name]["threshold"] for name in config.scores}
         for set_name, images in scored.items():
             write_reference_scores(args.out / set_name, images, thresholds=thresholds)

@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's library, also in exp runs
 
 from aligned_forensics.common.cli import load_config, run_stage, stage_parser  # noqa: E402
+from aligned_forensics.common.download import downloads_dir  # noqa: E402
 from aligned_forensics.common.figures import roc_points, write_points  # noqa: E402
 from aligned_forensics.common.io import pick, write_metrics  # noqa: E402
 from aligned_forensics.detector.checkpoints import write_bundle  # noqa: E402
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(args) -> str:
         config = load_config(args.params, "threshold", ThresholdConfig)
-        result, scored = run_threshold(config, model_path=args.model, val_manifest=args.manifest)
+        result, scored = run_threshold(config, model_path=args.model, val_manifest=args.manifest, cache=downloads_dir())
         write_metrics(args.metrics, result, declared=pick(result, "threshold", "bacc"), digits=6)  # evaluate reads it
         write_points(args.plots / "roc.json", roc_points(scored.labels, scored.scores))
         write_scores(args.scores, scored, threshold=result["threshold"])

@@ -50,7 +50,7 @@ def corpus_run(tmp_path_factory) -> Path:
     params["evaluate"] = dict(TINY_PARAMS["evaluate"], test_sets=[
         {"name": "test", "split": "test"},
         {"name": "corpus", "real": str(folder / "corpus" / "*"), "fake": str(folder / "photos")}],
-        sweeps={"test_set": "corpus", "jpeg": [50], "webp": [], "resize": [0.5]})
+        sweeps={"test_set": "corpus", "jpeg": [50], "webp": [], "resize": [0.5]}, watch=str(folder))
     (folder / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     previous = Path.cwd()
     os.chdir(folder)  # stages take repo-relative default paths, as under `dvc repro`

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -30,6 +31,7 @@ def folders(workspace, tmp_path):
 def run_evaluate(workspace, tmp_path, monkeypatch, test_sets):
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["evaluate"]["test_sets"] = test_sets
+    params["evaluate"]["watch"] = str(tmp_path)  # outside the pipeline's outputs: DVC must watch it
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(workspace)  # manifests hold repository-relative paths; outputs go to tmp_path
     return stage_main("evaluate")(["--params", str(tmp_path / "params.yaml"), "--metrics",
@@ -76,7 +78,7 @@ def test_a_set_without_fakes_is_named(workspace, folders, tmp_path, monkeypatch,
     sets = [{"name": "test", "split": "test"},
             {"name": "empty_fakes", "real": str(folders / "real"), "fake": str(folders / "nothing_here")}]
     assert run_evaluate(workspace, tmp_path, monkeypatch, sets) == 2
-    assert "test set 'empty_fakes' has no fake images" in caplog.text
+    assert "set 'empty_fakes' has no readable fake images" in caplog.text
 
 
 def test_predict_scores_a_folder_with_odd_files(workspace, folders, tmp_path, capsys, caplog):
@@ -90,3 +92,54 @@ def test_predict_scores_a_folder_with_odd_files(workspace, folders, tmp_path, ca
     assert "skipped" in caplog.text and "broken.png" in caplog.text and "(calibrated)" in caplog.text
     threshold = json.loads((workspace / "metrics/threshold.json").read_text())["threshold"]
     assert all((float(row["logit"]) > threshold) == (row["called"] == "fake") for row in rows)
+
+
+def _brute_force_rates(labels, scores):
+    """(fpr, tpr) at every distinct decision, each counted from the scores, from the highest threshold down."""
+    thresholds = [np.inf, *sorted(set(scores), reverse=True)]  # 'fake' means score > t: t = each score, and above
+    points = [(float(np.mean(scores[labels == 0] > t)), float(np.mean(scores[labels == 1] > t))) for t in thresholds]
+    points.append((1.0, 1.0))
+    return np.array([p[0] for p in points]), np.array([p[1] for p in points])
+
+
+def test_a_benchmark_root_yields_one_set_per_generator_with_eer_and_pd(workspace, folders, tmp_path, monkeypatch):
+    """reals beside three generator folders: three sets plus their mean; EER and Pd@1/5/10 % FAR recomputed by
+    brute force from the per-image scores the stage wrote."""
+    fakes = sorted((folders / "gen_a").glob("*.png"))
+    for name, chosen in (("gen_b", fakes[::2]), ("gen_c", fakes[1::2])):
+        (folders / name).mkdir()
+        for path in chosen:
+            shutil.copy(path, folders / name / path.name)
+    (folders / "gen_a" / "broken.png").unlink()
+    assert run_evaluate(workspace, tmp_path, monkeypatch, [{"root": str(folders)}]) == 0
+    metrics = json.loads((tmp_path / "metrics/info/eval.json").read_text())
+    assert sorted(metrics["sets"]) == ["gen_a", "gen_b", "gen_c"]
+    for name, values in metrics["sets"].items():
+        rows = read_csv(tmp_path / "data/evaluate" / name / "scores.csv")
+        labels = np.array([row["label"] == "fake" for row in rows], dtype=int)
+        scores = np.array([float(row["logit"]) for row in rows])
+        fpr, tpr = _brute_force_rates(labels, scores)
+        for key, far in (("pd_at_1pct_far", 0.01), ("pd_at_5pct_far", 0.05), ("pd_at_10pct_far", 0.10)):
+            assert values[key] == pytest.approx(tpr[fpr <= far + 1e-9].max(), abs=1e-4), (name, key)
+        fnr = 1 - tpr
+        i = int(np.argmax(fpr >= fnr))
+        t = (fnr[i - 1] - fpr[i - 1]) / ((fpr[i] - fpr[i - 1]) - (fnr[i] - fnr[i - 1])) if i else 0.0
+        assert values["eer"] == pytest.approx(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]) if i else fpr[0], abs=1e-4)
+        assert values["n_fake"] == len(list((folders / name).glob("*.png")))
+    for key in ("eer", "pd_at_1pct_far", "pd_at_5pct_far", "pd_at_10pct_far", "ap"):
+        assert metrics[key] == pytest.approx(np.mean([s[key] for s in metrics["sets"].values()]), abs=1e-4)
+    declared = json.loads((tmp_path / "metrics/eval.json").read_text())
+    assert {"eer", "pd_at_5pct_far"} <= set(declared) and set(declared["sets"]) == {"gen_a", "gen_b", "gen_c"}
+    summary = (tmp_path / "metrics/eval/summary.md").read_text()
+    assert "| gen_c |" in summary and "pd_at_10pct_far" in summary and "eer" in summary
+
+
+def test_an_unwatched_outside_folder_stops_evaluate_before_any_work(workspace, folders, tmp_path, monkeypatch,
+                                                                    caplog):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["evaluate"]["test_sets"] = [{"root": str(folders)}]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(workspace)
+    assert stage_main("evaluate")(["--params", str(tmp_path / "params.yaml"), "--metrics",
+                                   str(tmp_path / "metrics/eval.json")]) == 2
+    assert "not in evaluate.watch" in caplog.text and not (tmp_path / "metrics").exists()

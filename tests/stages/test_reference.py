@@ -75,6 +75,7 @@ def test_reference_on_a_folder_set_keeps_the_val_thresholds(workspace, tmp_path,
     params["reference"]["test_sets"] = [{"name": "test", "split": "test"},
                                         {"name": "bench", "real": str(tmp_path / "bench/real"),
                                          "fake": str(tmp_path / "bench/fake")}]
+    params["reference"]["watch"] = str(tmp_path / "bench")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(workspace)  # manifests hold repository-relative paths; outputs go to tmp_path
     assert stage_main("reference")(["--params", str(tmp_path / "params.yaml"), "--metrics",

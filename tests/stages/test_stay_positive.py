@@ -46,7 +46,8 @@ def test_increasing_any_feature_never_lowers_the_score(workspace, monkeypatch):
     monkeypatch.chdir(workspace)  # manifest paths are relative to the project
     _, model = models(workspace)
     model = model.double()  # float64 and one batch per comparison: rounding cannot fake a decrease
-    items = ValidationItems(load_pairs(workspace / "data/manifest/val.csv"), crop_size=32)
+    pairs = load_pairs(workspace / "data/manifest/val.csv")
+    items = ValidationItems([real for real, _ in pairs], [fake for _, fake in pairs], crop_size=32)
     images = torch.stack([items[i][0] for i in range(8)]).double()
     generator = torch.Generator().manual_seed(0)
     with torch.inference_mode():

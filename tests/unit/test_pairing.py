@@ -38,8 +38,9 @@ def write_manifest(folder: Path, split: str, count: int, *, side: int = 24) -> P
         real_path, fake_path = folder / f"{split}{i}.jpg", folder / f"{split}{i}.png"
         real_path.write_bytes(encode_jpeg(real, quality=90))
         fake_path.write_bytes(encode_png(fake))
-        rows.append({"stem": f"{split}{i}", "real_path": str(real_path), "fake_path": str(fake_path)})
-    write_csv(folder / f"{split}.csv", rows, ["stem", "real_path", "fake_path"])
+        rows.append({"stem": f"{split}{i}", "real_path": str(real_path), "fake_path": str(fake_path),
+                     "width": side + 8, "height": side})
+    write_csv(folder / f"{split}.csv", rows, ["stem", "real_path", "fake_path", "width", "height"])
     return folder / f"{split}.csv"
 
 

@@ -6,7 +6,7 @@ from sklearn.metrics import average_precision_score, balanced_accuracy_score, ro
 
 from aligned_forensics.common.errors import DataError
 from aligned_forensics.detector.metrics import candidate_thresholds, detection_metrics, rates_at, select_threshold
-from aligned_forensics.evaluation.evaluate import tpr_at_fpr
+from aligned_forensics.detector.metrics import detection_at_false_alarm as tpr_at_fpr
 
 
 def _synthetic(seed: int, n_real: int = 60, n_fake: int = 40, ties: bool = False):

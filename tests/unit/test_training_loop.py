@@ -39,9 +39,10 @@ def manifests(tmp_path_factory) -> dict[str, Path]:
             real_path, fake_path = folder / f"{split}{i}.jpg", folder / f"{split}{i}.png"
             real_path.write_bytes(encode_jpeg(real, quality=90))
             fake_path.write_bytes(encode_png(fake))
-            rows.append({"stem": f"{split}{i}", "real_path": str(real_path), "fake_path": str(fake_path)})
+            rows.append({"stem": f"{split}{i}", "real_path": str(real_path), "fake_path": str(fake_path),
+                         "width": 56, "height": 48})
         paths[f"{split}_manifest"] = folder / f"{split}.csv"
-        write_csv(paths[f"{split}_manifest"], rows, ["stem", "real_path", "fake_path"])
+        write_csv(paths[f"{split}_manifest"], rows, ["stem", "real_path", "fake_path", "width", "height"])
     return paths
 
 

@@ -102,7 +102,7 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ParamsError(f"params key '{key}': expected a mapping, got {value!r}")
         value_hint = args[1] if args else Any
-        return types.MappingProxyType({k: _convert(v, value_hint, f"{key}.{k}") for k, v in value.items()})
+        return {k: _convert(v, value_hint, f"{key}.{k}") for k, v in value.items()}  # a plain dict: asdict, pickle
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise ParamsError(f"params key '{key}': expected a mapping of {hint.__name__} keys, got {value!r}")

@@ -93,3 +93,27 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, *, threshold: floa
         "real_acc_at_0": at_zero.tnr, "fake_acc_at_0": at_zero.tpr, "bacc_at_0": at_zero.bacc,
         "n_real": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
     }
+
+
+def roc_rates(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) at every distinct decision, from 'nothing is fake' to 'everything is fake'."""
+    thresholds = candidate_thresholds(np.asarray(scores, dtype=np.float64))[::-1]
+    tpr, tnr = sweep_rates(np.asarray(labels), np.asarray(scores, dtype=np.float64), thresholds)
+    return 1.0 - tnr, tpr
+
+
+def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Where the ROC polyline meets FPR = FNR (= 1 - TPR), linearly interpolated between its two points."""
+    fpr, tpr = roc_rates(labels, scores)
+    gap = fpr + tpr - 1.0  # < 0 while FNR > FPR, then >= 0; rises along the curve
+    i = int(np.argmax(gap >= 0))  # the first point at or past the crossing (the last point has gap 1)
+    if i == 0 or gap[i] == 0:
+        return float(fpr[i])
+    weight = -gap[i - 1] / (gap[i] - gap[i - 1])  # (0, 1]: how far along segment i-1 -> i the crossing lies
+    return float(fpr[i - 1] + weight * (fpr[i] - fpr[i - 1]))
+
+
+def detection_at_false_alarm(labels: np.ndarray, scores: np.ndarray, far: float) -> float:
+    """Pd at a false-alarm rate: the largest fraction of fakes caught while at most `far` of reals are called fake."""
+    fpr, tpr = roc_rates(labels, scores)
+    return float(tpr[fpr <= far + 1e-12].max())

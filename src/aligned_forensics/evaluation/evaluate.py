@@ -11,16 +11,18 @@ import numpy as np
 
 from aligned_forensics.common.devices import pick_device
 from aligned_forensics.common.errors import DataError, UserError
+from aligned_forensics.common.image_sets import ResolvedSet, ScoreItem, TestSet, resolve_test_set
 from aligned_forensics.common.params import require
+from aligned_forensics.common.watch import NOTHING_OUTSIDE, check_watched
 from aligned_forensics.detector.checkpoints import load_detector
-from aligned_forensics.detector.metrics import detection_metrics, rates_at, select_threshold
+from aligned_forensics.detector.metrics import detection_at_false_alarm, detection_metrics, equal_error_rate
 from aligned_forensics.evaluation.degradations import NO_DEGRADATION, Degradation
-from aligned_forensics.evaluation.scoring import ScoreItem, ScoringOptions, score_images
-from aligned_forensics.evaluation.test_sets import TestSet, reject_stage, resolve_test_set
+from aligned_forensics.evaluation.scoring import ScoringOptions, score_images
 from aligned_forensics.evaluation.threshold import ScoredImages
 
-AVERAGED = ("ap", "auc", "real_acc", "fake_acc", "bacc", "real_acc_at_0", "fake_acc_at_0", "bacc_at_0",
-            "tpr_at_5pct_fpr")
+FALSE_ALARM_RATES = {"pd_at_1pct_far": 0.01, "pd_at_5pct_far": 0.05, "pd_at_10pct_far": 0.10}  # DMimageDetection's
+AVERAGED = ("ap", "auc", "real_acc", "fake_acc", "bacc", "real_acc_at_0", "fake_acc_at_0", "bacc_at_0", "eer",
+            *FALSE_ALARM_RATES)
 
 
 @dataclass(frozen=True)
@@ -45,26 +47,24 @@ class EvaluateConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     test_sets: tuple[TestSet, ...] = (TestSet(name="test", split="test"),)
     sweeps: SweepConfig = field(default_factory=SweepConfig)
+    watch: str = NOTHING_OUTSIDE  # the outside folder/archive it reads, a DVC dependency (common/watch.py)
 
     def __post_init__(self) -> None:
         self.scoring.check("evaluate.scoring")
         for index, test_set in enumerate(self.test_sets):
             test_set.check(f"evaluate.test_sets[{index}]")
-        names = [test_set.name for test_set in self.test_sets]
-        require(len(names) >= 1 and len(set(names)) == len(names), "evaluate.test_sets",
+        names = [test_set.name for test_set in self.test_sets if not test_set.root]  # a root's names: at run time
+        require(len(self.test_sets) >= 1 and len(set(names)) == len(names), "evaluate.test_sets",
                 "at least one set, names unique", names)
-        require(not self.sweeps.test_set or self.sweeps.test_set in names, "evaluate.sweeps.test_set",
-                f"one of {names} (or '' for no sweeps)", self.sweeps.test_set)
+
+    def watched_paths(self) -> list[tuple[str, str, str]]:
+        """(params key, path, checksum) of every outside path the sets read, for check_watched."""
+        return [(f"evaluate.test_sets[{index}]", path, test_set.checksum)
+                for index, test_set in enumerate(self.test_sets) for path in test_set.paths()]
         require(all(1 <= q <= 100 for q in (*self.sweeps.jpeg, *self.sweeps.webp)), "evaluate.sweeps.jpeg/webp",
                 "qualities in 1..100", (self.sweeps.jpeg, self.sweeps.webp))
         require(all(0 < f <= 8 for f in self.sweeps.resize), "evaluate.sweeps.resize", "factors in (0, 8]",
                 self.sweeps.resize)
-
-
-def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, target_fpr: float) -> float:
-    """The largest fraction of fakes caught while at most `target_fpr` of reals are called fake."""
-    threshold = select_threshold(labels, scores, criterion="fpr", target_fpr=target_fpr)
-    return rates_at(labels, scores, threshold).tpr
 
 
 def read_threshold(path: Path) -> float:
@@ -75,49 +75,70 @@ def read_threshold(path: Path) -> float:
 
 
 def set_metrics(scored: ScoredImages, *, threshold: float, rejected: int) -> dict[str, Any]:
-    """The per-set numbers: detection metrics at the threshold and at 0, TPR at 5% FPR, mean P(fake) per class."""
+    """The per-set numbers: detection metrics at the threshold and at 0, EER, Pd at 1/5/10 % false alarms, and
+    mean P(fake) per class."""
     metrics = detection_metrics(scored.labels, scored.scores, threshold=threshold)
     probability = 1.0 / (1.0 + np.exp(-scored.scores))
-    return metrics | {"tpr_at_5pct_fpr": tpr_at_fpr(scored.labels, scored.scores, 0.05), "rejected": rejected,
+    rates = {key: detection_at_false_alarm(scored.labels, scored.scores, far) for key, far in FALSE_ALARM_RATES.items()}
+    return metrics | rates | {"eer": equal_error_rate(scored.labels, scored.scores), "rejected": rejected,
                       "mean_p_fake_real": float(probability[scored.labels == 0].mean()),
                       "mean_p_fake_fake": float(probability[scored.labels == 1].mean())}
 
 
+def resolve_all(config: EvaluateConfig, *, manifest_dir: Path, cache: Path | None = None) -> list[ResolvedSet]:
+    """Every test set, a root expanded to one per generator; names must come out unique."""
+    resolved = [item for test_set in config.test_sets
+                for item in resolve_test_set(test_set, manifest_dir=manifest_dir, cache=cache)]
+    names = [item.name for item in resolved]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise DataError(f"evaluate.test_sets yield the set name(s) {duplicates} more than once (a root's generator "
+                        "folders are named after their folders; give the root a name to prefix them)")
+    if config.sweeps.test_set and config.sweeps.test_set not in names:
+        raise DataError(f"evaluate.sweeps.test_set {config.sweeps.test_set!r} is not one of the sets {names} "
+                        "(or '' for no sweeps)")
+    return resolved
+
+
 def run_evaluate(config: EvaluateConfig, *, model_path: Path, manifest_dir: Path, threshold_path: Path,
+                 cache: Path | None = None
                  ) -> tuple[dict[str, Any], dict[str, ScoredImages], dict[str, dict[str, Any]]]:
-    """Return (metrics: averaged + per set, scored images per set, sweep metrics per level label)."""
+    """Return (metrics: averaged + per set, scored images per set, sweep metrics per level label).
+
+    `cache` holds downloaded and unpacked archives that test sets name."""
+    check_watched(config.watched_paths(), watch=config.watch, section="evaluate")
+    resolved_sets = resolve_all(config, manifest_dir=manifest_dir, cache=cache)
     threshold = read_threshold(threshold_path)
     device = pick_device(config.device)
     model, payload = load_detector(model_path, device=device)
     crop_size = config.scoring.crop_size or payload["preprocessing"]["train_crop"]
 
-    def score(reals: list[ScoreItem], fakes: list[ScoreItem], test_set: TestSet, degradation: Degradation
-              ) -> ScoredImages:
+    def score(reals: list[ScoreItem], fakes: list[ScoreItem], name: str, degradation: Degradation) -> ScoredImages:
         items = reals + fakes
-        desc = test_set.name if degradation == NO_DEGRADATION else f"{test_set.name} {degradation.label}"
+        desc = name if degradation == NO_DEGRADATION else f"{name} {degradation.label}"
         scores, rejects = score_images(model, items, protocol=config.scoring.protocol, crop_size=crop_size,
                                        batch_size=config.scoring.batch_size, device=device,
-                                       stage=reject_stage(test_set), desc=desc, degradation=degradation)
+                                       stage=f"evaluate:{name}", desc=desc, degradation=degradation)
         labels = np.array([0] * len(reals) + [1] * len(fakes))
         kept = np.isfinite(scores)
         return ScoredImages([item.path for item, keep in zip(items, kept, strict=True) if keep], labels[kept],
                             scores[kept], rejects)
 
     per_set, scored_sets, sweeps = {}, {}, {}
-    for test_set in config.test_sets:
-        reals, fakes, rejects = resolve_test_set(test_set, manifest_dir=manifest_dir)
-        scored = score(reals, fakes, test_set, NO_DEGRADATION)
+    for test_set in resolved_sets:
+        name, reals, fakes = test_set.name, test_set.reals, test_set.fakes
+        scored = score(reals, fakes, name, NO_DEGRADATION)
         scored = ScoredImages(scored.paths, scored.labels, scored.scores,
-                              sorted(rejects + scored.rejects, key=lambda r: r["path"]))
+                              sorted(test_set.rejects + scored.rejects, key=lambda r: r["path"]))
         for label, kind in ((0, "real"), (1, "fake")):
             if not (scored.labels == label).any():
-                raise DataError(f"test set '{test_set.name}': none of its {kind} images could be scored "
+                raise DataError(f"test set '{name}': none of its {kind} images could be scored "
                                 f"({len(scored.rejects)} rejected, e.g. {scored.rejects[:1]})")
-        scored_sets[test_set.name] = scored
-        per_set[test_set.name] = set_metrics(scored, threshold=threshold, rejected=len(scored.rejects))
-        if test_set.name == config.sweeps.test_set:
+        scored_sets[name] = scored
+        per_set[name] = set_metrics(scored, threshold=threshold, rejected=len(scored.rejects))
+        if name == config.sweeps.test_set:
             for level in config.sweeps.levels():
-                degraded = score(reals, fakes, test_set, level)
+                degraded = score(reals, fakes, name, level)
                 sweeps[level.label] = {"kind": level.kind, "level": level.level,
                                        **set_metrics(degraded, threshold=threshold, rejected=len(degraded.rejects))}
     mean = {key: float(np.mean([metrics[key] for metrics in per_set.values()])) for key in AVERAGED}

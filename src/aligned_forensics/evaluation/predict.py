@@ -27,10 +27,10 @@ def predict(paths: list[Path], *, model_path: Path, threshold_path: Path | None,
     import numpy as np
 
     from aligned_forensics.common.devices import pick_device
+    from aligned_forensics.common.image_sets import expand, resolve_items
     from aligned_forensics.detector.checkpoints import load_detector
     from aligned_forensics.evaluation.evaluate import read_threshold
     from aligned_forensics.evaluation.scoring import score_images
-    from aligned_forensics.evaluation.test_sets import expand, resolve_items
 
     files = [file for path in paths for file in (expand(str(path)) if path.is_dir() else [path])]
     if not files:

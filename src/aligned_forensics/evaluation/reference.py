@@ -25,12 +25,13 @@ from aligned_forensics.autoencoder.autoencoder import load_autoencoder
 from aligned_forensics.autoencoder.reconstruct import reconstruct_batch
 from aligned_forensics.common.devices import pick_device
 from aligned_forensics.common.errors import DataError
+from aligned_forensics.common.image_sets import ScoreItem, TestSet, ValidationSet, resolve_test_set, resolve_validation
 from aligned_forensics.common.io import write_csv
 from aligned_forensics.common.params import require
+from aligned_forensics.common.watch import NOTHING_OUTSIDE, check_watched
 from aligned_forensics.detector.metrics import Criterion, detection_metrics, select_threshold
-from aligned_forensics.evaluation.scoring import ScoreItem, decoded_batches
-from aligned_forensics.evaluation.test_sets import TestSet, resolve_test_set
-from aligned_forensics.evaluation.threshold import calibration_rows, manifest_items
+from aligned_forensics.evaluation.scoring import decoded_batches
+from aligned_forensics.evaluation.threshold import calibration_items
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class ReferenceConfig:
     batch_size: int = 16  # same-size images per forward pass on a GPU (a CPU runs one at a time, as reconstruct)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     test_sets: tuple[TestSet, ...] = (TestSet(name="test", split="test"),)  # as evaluate.test_sets
+    watch: str = NOTHING_OUTSIDE  # the outside folder/archive it reads, a DVC dependency (common/watch.py)
 
     def __post_init__(self) -> None:
         require(len(self.scores) >= 1 and len(set(self.scores)) == len(self.scores), "reference.scores",
@@ -63,8 +65,8 @@ class ReferenceConfig:
         require(self.batch_size >= 1, "reference.batch_size", "an integer >= 1", self.batch_size)
         for index, test_set in enumerate(self.test_sets):
             test_set.check(f"reference.test_sets[{index}]")
-        names = [test_set.name for test_set in self.test_sets]
-        require(len(names) >= 1 and len(set(names)) == len(names) and CALIBRATION not in names,
+        names = [test_set.name for test_set in self.test_sets if not test_set.root]  # a root's names: at run time
+        require(len(self.test_sets) >= 1 and len(set(names)) == len(names) and CALIBRATION not in names,
                 "reference.test_sets", f"at least one set, names unique and not '{CALIBRATION}'", names)
 
 
@@ -175,11 +177,21 @@ def counts(scored: ReferenceScores) -> dict[str, int]:
             "rejected": len(scored.rejects)}
 
 
-def run_reference(config: ReferenceConfig, *, autoencoder_dir: Path, manifest_dir: Path
-                  ) -> tuple[dict[str, Any], dict[str, ReferenceScores], dict[str, Any]]:
+def run_reference(config: ReferenceConfig, *, autoencoder_dir: Path, manifest_dir: Path,
+                  cache: Path | None = None) -> tuple[dict[str, Any], dict[str, ReferenceScores], dict[str, Any]]:
     """Return (metrics for reference.json, scored images per folder: calibration then each test set, run info)."""
-    real_rows, fake_rows = calibration_rows(manifest_dir / "val.csv", n_per_class=config.n_per_class,
-                                            seed=config.seed)  # the threshold stage's subsets
+    check_watched([(f"reference.test_sets[{index}]", path, test_set.checksum)
+                   for index, test_set in enumerate(config.test_sets) for path in test_set.paths()],
+                  watch=config.watch, section="reference")
+    validation = resolve_validation(ValidationSet(), val_manifest=manifest_dir / "val.csv", cache=cache,
+                                    stage=f"reference:{CALIBRATION}")
+    reals, fakes = calibration_items(validation, n_per_class=config.n_per_class, seed=config.seed)  # as threshold
+    test_sets = [item for test_set in config.test_sets
+                 for item in resolve_test_set(test_set, manifest_dir=manifest_dir, cache=cache)]
+    names = [item.name for item in test_sets]
+    if len(set(names)) != len(names) or CALIBRATION in names:
+        raise DataError(f"reference.test_sets yield the set names {names}: they must be unique and not "
+                        f"'{CALIBRATION}' (give a root a name to prefix its generators)")
     device = pick_device(config.device)
     autoencoder, info = load_autoencoder(autoencoder_dir, device=device)
     autoencoder = autoencoder.to(memory_format=torch.channels_last)
@@ -187,14 +199,12 @@ def run_reference(config: ReferenceConfig, *, autoencoder_dir: Path, manifest_di
     options = {"twice": "ratio" in config.scores, "batch_size": config.batch_size, "per_image": per_image,
                "device": device}
     started = time.perf_counter()
-    scored = {CALIBRATION: score_pairs(autoencoder, manifest_items(real_rows, "real_path"),
-                                       manifest_items(fake_rows, "fake_path"), stage=f"reference:{CALIBRATION}",
-                                       **options)}
-    for test_set in config.test_sets:
+    scored = {CALIBRATION: score_pairs(autoencoder, reals, fakes, stage=f"reference:{CALIBRATION}", **options)}
+    for test_set in test_sets:
         stage = f"reference:{test_set.name}"
-        reals, fakes, rejects = resolve_test_set(test_set, manifest_dir=manifest_dir)
-        scored[test_set.name] = score_pairs(autoencoder, reals, fakes, stage=stage,
-                                            rejects=[reject | {"stage": stage} for reject in rejects], **options)
+        scored[test_set.name] = score_pairs(autoencoder, test_set.reals, test_set.fakes, stage=stage,
+                                            rejects=[reject | {"stage": stage} for reject in test_set.rejects],
+                                            **options)
     seconds = time.perf_counter() - started
     calibration, sets = scored[CALIBRATION], {name: s for name, s in scored.items() if name != CALIBRATION}
     metrics: dict[str, Any] = {"counts": {name: counts(s) for name, s in scored.items()}}

@@ -83,7 +83,7 @@ def reference_section(reference: dict[str, Any], *, detector: dict[str, Any]) ->
     return lines
 
 
-COMPARED = ("ap", "auc", "bacc", "real_acc", "fake_acc", "bacc_at_0", "tpr_at_5pct_fpr")
+COMPARED = ("ap", "auc", "bacc", "real_acc", "fake_acc", "bacc_at_0", "eer", "pd_at_5pct_far")
 
 
 def stay_positive_section(read, *, base: dict[str, Any], base_sweeps: dict[str, Any]) -> list[str]:
@@ -140,7 +140,8 @@ def _reader(metrics_dir: Path):
 
 def summary_table(metrics: dict[str, Any]) -> str:
     """A markdown table: one row per test set and the mean."""
-    columns = ("n_real", "n_fake", "ap", "auc", "real_acc", "fake_acc", "bacc", "bacc_at_0", "tpr_at_5pct_fpr")
+    columns = ("n_real", "n_fake", "ap", "auc", "real_acc", "fake_acc", "bacc", "bacc_at_0", "eer", "pd_at_1pct_far",
+               "pd_at_5pct_far", "pd_at_10pct_far")
     lines = ["| set | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
     rows = [*metrics["sets"].items(), ("**mean**", metrics)]
     for name, values in rows:

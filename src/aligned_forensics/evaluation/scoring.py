@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from aligned_forensics.common.errors import DataError
+from aligned_forensics.common.image_sets import ScoreItem
 from aligned_forensics.common.images import decode_expected
 from aligned_forensics.common.params import require
 from aligned_forensics.common.prefetch import prefetch_map
@@ -35,13 +36,6 @@ class ScoringOptions:
         """Range checks, reported under `section`."""
         require(self.crop_size >= 0, f"{section}.crop_size", ">= 0 (0 = training crop)", self.crop_size)
         require(self.batch_size >= 1, f"{section}.batch_size", "an integer >= 1", self.batch_size)
-
-
-@dataclass(frozen=True)
-class ScoreItem:
-    path: str
-    height: int  # from the manifest: full images are batched by size without decoding twice
-    width: int
 
 
 def decoded_batches(

@@ -10,13 +10,14 @@ from typing import Any, Literal
 import numpy as np
 
 from aligned_forensics.common.devices import pick_device
-from aligned_forensics.common.errors import DataError
-from aligned_forensics.common.io import read_csv, write_csv
+from aligned_forensics.common.image_sets import ResolvedSet, ScoreItem, ValidationSet, resolve_validation
+from aligned_forensics.common.io import write_csv
 from aligned_forensics.common.params import require
 from aligned_forensics.common.sampling import seeded_subset
+from aligned_forensics.common.watch import NOTHING_OUTSIDE, check_watched
 from aligned_forensics.detector.checkpoints import load_detector
 from aligned_forensics.detector.metrics import Criterion, detection_metrics, select_threshold
-from aligned_forensics.evaluation.scoring import ScoreItem, ScoringOptions, score_images
+from aligned_forensics.evaluation.scoring import ScoringOptions, score_images
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,14 @@ class ThresholdConfig:
     fixed: float = 0.0  # criterion fixed: this logit
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    validation: ValidationSet = field(default_factory=ValidationSet)  # "" everywhere = the manifest's val pairs
+    watch: str = NOTHING_OUTSIDE  # the outside folder/archive it reads, a DVC dependency (common/watch.py)
 
     def __post_init__(self) -> None:
         require(self.n_per_class >= 1, "threshold.n_per_class", "an integer >= 1", self.n_per_class)
         require(0 <= self.target_fpr <= 1, "threshold.target_fpr", "a rate in [0, 1]", self.target_fpr)
         self.scoring.check("threshold.scoring")
-
-
-def manifest_items(rows: list[dict[str, str]], column: Literal["real_path", "fake_path"]) -> list[ScoreItem]:
-    """One ScoreItem per manifest row for its real or fake image."""
-    return [ScoreItem(row[column], int(row["height"]), int(row["width"])) for row in rows]
+        self.validation.check("threshold.validation")
 
 
 @dataclass(frozen=True)
@@ -71,48 +70,51 @@ def write_scores(folder: Path, scored: ScoredImages, *, threshold: float) -> Non
 
 
 def score_pairs(
-    model: Any, real_rows: list[dict[str, str]], fake_rows: list[dict[str, str]], *, scoring: ScoringOptions,
-    crop_size: int, device: Any,
+    model: Any, reals: list[ScoreItem], fakes: list[ScoreItem], *, scoring: ScoringOptions, crop_size: int,
+    device: Any, rejects: list[dict[str, str]] = (),
 ) -> ScoredImages:
-    """Score the reals of `real_rows` and the fakes of `fake_rows`."""
-    items = manifest_items(real_rows, "real_path") + manifest_items(fake_rows, "fake_path")
-    scores, rejects = score_images(model, items, protocol=scoring.protocol, crop_size=crop_size,
-                                   batch_size=scoring.batch_size, device=device, stage="threshold")
-    labels = np.array([0] * len(real_rows) + [1] * len(fake_rows))
+    """Score `reals` and `fakes`; `rejects` are files already refused (unreadable headers)."""
+    items = reals + fakes
+    scores, decode_rejects = score_images(model, items, protocol=scoring.protocol, crop_size=crop_size,
+                                          batch_size=scoring.batch_size, device=device, stage="threshold")
+    labels = np.array([0] * len(reals) + [1] * len(fakes))
     kept = np.isfinite(scores)
     return ScoredImages([item.path for item, keep in zip(items, kept, strict=True) if keep], labels[kept],
-                        scores[kept], sorted(rejects, key=lambda r: r["path"]))
+                        scores[kept], sorted([*rejects, *decode_rejects], key=lambda r: r["path"]))
 
 
-def calibration_rows(
-    val_manifest: Path, *, n_per_class: int, seed: int
-) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Seeded subsets of the validation pairs: (rows whose real is used, rows whose fake is used)."""
-    rows = read_csv(val_manifest)
-    if not rows:
-        raise DataError(f"{val_manifest} has no validation pairs")
-    real_rows = seeded_subset(rows, n_per_class, seed=seed, stream=0)
-    fake_rows = seeded_subset(rows, n_per_class, seed=seed, stream=1)  # independent of the reals
-    if len(rows) < n_per_class:
-        log.warning("only %d validation pairs: calibrating on %d reals + %d fakes instead of %d each",
-                    len(rows), len(real_rows), len(fake_rows), n_per_class)
-    return real_rows, fake_rows
+def calibration_items(
+    validation: ResolvedSet, *, n_per_class: int, seed: int
+) -> tuple[list[ScoreItem], list[ScoreItem]]:
+    """Seeded subsets of the validation reals and, drawn independently, of its fakes (n_per_class each)."""
+    reals = seeded_subset(validation.reals, n_per_class, seed=seed, stream=0)
+    fakes = seeded_subset(validation.fakes, n_per_class, seed=seed, stream=1)  # independent of the reals
+    if len(reals) < n_per_class or len(fakes) < n_per_class:
+        log.warning("only %d real and %d fake validation images: calibrating on all of them instead of %d each",
+                    len(reals), len(fakes), n_per_class)
+    return reals, fakes
 
 
 def run_threshold(
-    config: ThresholdConfig, *, model_path: Path, val_manifest: Path
+    config: ThresholdConfig, *, model_path: Path, val_manifest: Path, cache: Path | None = None
 ) -> tuple[dict[str, Any], ScoredImages]:
-    """Return (metrics for threshold.json, the scored validation images)."""
-    real_rows, fake_rows = calibration_rows(val_manifest, n_per_class=config.n_per_class, seed=config.seed)
+    """Return (metrics for threshold.json, the scored validation images); `cache` holds downloaded archives."""
+    check_watched([("threshold.validation", path, config.validation.checksum) for path in config.validation.paths()],
+                  watch=config.watch, section="threshold")
+    validation = resolve_validation(config.validation, val_manifest=val_manifest, cache=cache, stage="threshold")
+    reals, fakes = calibration_items(validation, n_per_class=config.n_per_class, seed=config.seed)
     device = pick_device(config.device)
     model, payload = load_detector(model_path, device=device)
     crop_size = config.scoring.crop_size or payload["preprocessing"]["train_crop"]
-    scored = score_pairs(model, real_rows, fake_rows, scoring=config.scoring, crop_size=crop_size, device=device)
+    scored = score_pairs(model, reals, fakes, scoring=config.scoring, crop_size=crop_size, device=device,
+                         rejects=validation.rejects)
     threshold = select_threshold(scored.labels, scored.scores, criterion=config.criterion,
                                  target_fpr=config.target_fpr, fixed=config.fixed)
     metrics = detection_metrics(scored.labels, scored.scores, threshold=threshold)
     result = {"threshold": threshold, "criterion": config.criterion, "n_real": metrics["n_real"],
               "n_fake": metrics["n_fake"], "n_requested_per_class": config.n_per_class, "rejected": len(scored.rejects),
               "bacc": metrics["bacc"], "tpr": metrics["fake_acc"], "tnr": metrics["real_acc"], "ap": metrics["ap"],
-              "auc": metrics["auc"], "bacc_at_0": metrics["bacc_at_0"], "protocol": config.scoring.protocol}
+              "auc": metrics["auc"], "bacc_at_0": metrics["bacc_at_0"], "protocol": config.scoring.protocol,
+              "validation": "manifest val pairs" if not config.validation.unpaired else
+              " + ".join(config.validation.paths())}
     return result, scored

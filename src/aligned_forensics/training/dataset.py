@@ -152,10 +152,10 @@ def train_dataset(pairs: Sequence[tuple[str, str]], augment: AugmentConfig, *, p
 
 
 class ValidationItems(Dataset):
-    """Every real and fake of a split, centre-cropped (deterministic), labelled 0/1."""
+    """Validation reals and fakes (pairs or not), centre-cropped (deterministic), labelled 0/1."""
 
-    def __init__(self, pairs: Sequence[tuple[str, str]], *, crop_size: int) -> None:
-        self.items = [(real, REAL) for real, _ in pairs] + [(fake, FAKE) for _, fake in pairs]
+    def __init__(self, reals: Sequence[str], fakes: Sequence[str], *, crop_size: int) -> None:
+        self.items = [(real, REAL) for real in reals] + [(fake, FAKE) for fake in fakes]
         self.crop_size = crop_size
 
     def __len__(self) -> int:

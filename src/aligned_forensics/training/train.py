@@ -17,10 +17,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from aligned_forensics.common.devices import pick_device
+from aligned_forensics.common.download import downloads_dir
 from aligned_forensics.common.errors import DataError
+from aligned_forensics.common.image_sets import ValidationSet, decodable, resolve_validation
 from aligned_forensics.common.params import require
 from aligned_forensics.common.progress import progress_bar
 from aligned_forensics.common.sampling import seeded_subset
+from aligned_forensics.common.watch import NOTHING_OUTSIDE, check_watched
 from aligned_forensics.detector.checkpoints import read_checkpoint, save_checkpoint
 from aligned_forensics.detector.metrics import detection_metrics
 from aligned_forensics.detector.models import Architecture, InputFilter, Pretrained, count_parameters, create_detector
@@ -88,12 +91,21 @@ class TrainConfig(LoopConfig):
     pretrained: Pretrained = "imagenet"
     input_filter: InputFilter = "none"  # a fixed filter in front of the network: none | highpass (models.py)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    validation: ValidationSet = field(default_factory=ValidationSet)  # "" everywhere = the manifest's val pairs
+    val_per_class: int = 0  # validate on a seeded subset of this many reals and of fakes (0 = all)
+    watch: str = NOTHING_OUTSIDE  # the outside folder/archive it reads, a DVC dependency (common/watch.py)
 
-    def fingerprint(self, *manifests: Path, record: dict[str, Any] | None = None) -> str:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.validation.check("train.validation")
+        require(self.val_per_class >= 0, "train.val_per_class", "an integer >= 0 (0 = all)", self.val_per_class)
+
+    def fingerprint(self, *manifests: Path, record: dict[str, Any] | None = None, extra: str = "") -> str:
         """What a resumed run must share with the interrupted one: every param, the data lists, the start."""
         digest = hashlib.sha256(json.dumps(asdict(self) | (record or {}), sort_keys=True, default=str).encode())
         for manifest in manifests:
             digest.update(Path(manifest).read_bytes())
+        digest.update(extra.encode())  # e.g. the list of an unpaired validation set's files
         return digest.hexdigest()
 
 
@@ -165,6 +177,30 @@ def make_train_loader(config: TrainConfig, manifest: Path, ranks: Ranks = Ranks(
     return loader, sampler
 
 
+def validation_files(config: TrainConfig, *, val_manifest: Path) -> tuple[list[str], list[str], str]:
+    """(real paths, fake paths, a digest of their list) validating this run: the manifest's val pairs, or an
+    unpaired set (train.validation) whose unreadable images are left out and logged; seeded val_per_class."""
+    check_watched([("train.validation", path, config.validation.checksum) for path in config.validation.paths()],
+                  watch=config.watch, section="train")
+    resolved = resolve_validation(config.validation, val_manifest=val_manifest, cache=downloads_dir(),
+                                  stage="train")
+    reals, fakes, rejects = resolved.reals, resolved.fakes, list(resolved.rejects)
+    if config.validation.unpaired:  # a manifest was decoded in full already; outside images were not
+        reals, real_rejects = decodable(reals, stage="train")
+        fakes, fake_rejects = decodable(fakes, stage="train")
+        rejects += real_rejects + fake_rejects
+    if rejects:
+        log.warning("%d validation image(s) cannot be decoded and are left out, e.g. %s: %s", len(rejects),
+                    rejects[0]["path"], rejects[0]["reason"])
+    reals = seeded_subset(reals, config.val_per_class, seed=config.seed, stream=0x7A1)
+    fakes = seeded_subset(fakes, config.val_per_class, seed=config.seed, stream=0x7A2)
+    if not reals or not fakes:
+        raise DataError(f"no decodable validation {'reals' if not reals else 'fakes'} in "
+                        f"{' + '.join(config.validation.paths()) or val_manifest}")
+    listing = "\n".join(item.path for item in [*reals, *fakes]) if config.validation.unpaired else ""
+    return [item.path for item in reals], [item.path for item in fakes], listing
+
+
 @torch.inference_mode()
 def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
     """Balanced accuracy at logit 0 (the paper's early-stopping metric), AUC and AP on centre crops."""
@@ -187,7 +223,8 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
     val_bacc, val_auc, val_ap)."""
     device = device or pick_device(config.device)
     record = {"retrain": retrain.record} if retrain else {}
-    fingerprint = config.fingerprint(train_manifest, val_manifest, record=record)
+    val_reals, val_fakes, val_listing = validation_files(config, val_manifest=val_manifest)
+    fingerprint = config.fingerprint(train_manifest, val_manifest, record=record, extra=val_listing)
     model = retrain.model if retrain else create_detector(config.arch, pretrained=config.pretrained,
                                                                   seed=config.seed, input_filter=config.input_filter)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -210,11 +247,11 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     train_loader, sampler = make_train_loader(config, train_manifest, ranks)
-    val_loader = DataLoader(ValidationItems(load_pairs(val_manifest), crop_size=config.augment.crop_size),
+    val_loader = DataLoader(ValidationItems(val_reals, val_fakes, crop_size=config.augment.crop_size),
                             batch_size=64, num_workers=config.workers)
-    log.info("%s: %s parameters, %s %s train %s/epoch, device %s, %d process(es)", config.arch,
-             f"{count_parameters(model):,}", f"{len(train_loader.dataset):,}", config.pairing,
-             "pairs" if config.sync else "images", device, ranks.world)
+    log.info("%s: %s parameters, %s %s train %s/epoch, validation %s real + %s fake, device %s, %d process(es)",
+             config.arch, f"{count_parameters(model):,}", f"{len(train_loader.dataset):,}", config.pairing,
+             "pairs" if config.sync else "images", f"{len(val_reals):,}", f"{len(val_fakes):,}", device, ranks.world)
     lr, history = (state["lr"], state["history"]) if state else (config.lr, [])
     best = state["best"] if state else {}
     for row in history:  # a resumed run logs the whole curve again (dvclive starts afresh)
