@@ -111,10 +111,12 @@ def test_a_benchmark_root_yields_one_set_per_generator_with_eer_and_pd(workspace
         for path in chosen:
             shutil.copy(path, folders / name / path.name)
     (folders / "gen_a" / "broken.png").unlink()
-    assert run_evaluate(workspace, tmp_path, monkeypatch, [{"root": str(folders)}]) == 0
+    assert run_evaluate(workspace, tmp_path, monkeypatch, [{"name": "test", "split": "test"},
+                                                           {"root": str(folders)}]) == 0
     metrics = json.loads((tmp_path / "metrics/info/eval.json").read_text())
-    assert sorted(metrics["sets"]) == ["gen_a", "gen_b", "gen_c"]
-    for name, values in metrics["sets"].items():
+    assert sorted(metrics["sets"]) == ["gen_a", "gen_b", "gen_c", "test"]
+    for name in ("gen_a", "gen_b", "gen_c"):
+        values = metrics["sets"][name]
         rows = read_csv(tmp_path / "data/evaluate" / name / "scores.csv")
         labels = np.array([row["label"] == "fake" for row in rows], dtype=int)
         scores = np.array([float(row["logit"]) for row in rows])
@@ -129,7 +131,7 @@ def test_a_benchmark_root_yields_one_set_per_generator_with_eer_and_pd(workspace
     for key in ("eer", "pd_at_1pct_far", "pd_at_5pct_far", "pd_at_10pct_far", "ap"):
         assert metrics[key] == pytest.approx(np.mean([s[key] for s in metrics["sets"].values()]), abs=1e-4)
     declared = json.loads((tmp_path / "metrics/eval.json").read_text())
-    assert {"eer", "pd_at_5pct_far"} <= set(declared) and set(declared["sets"]) == {"gen_a", "gen_b", "gen_c"}
+    assert {"eer", "pd_at_5pct_far"} <= set(declared) and set(declared["sets"]) == {"gen_a", "gen_b", "gen_c", "test"}
     summary = (tmp_path / "metrics/eval/summary.md").read_text()
     assert "| gen_c |" in summary and "pd_at_10pct_far" in summary and "eer" in summary
 
@@ -142,4 +144,4 @@ def test_an_unwatched_outside_folder_stops_evaluate_before_any_work(workspace, f
     monkeypatch.chdir(workspace)
     assert stage_main("evaluate")(["--params", str(tmp_path / "params.yaml"), "--metrics",
                                    str(tmp_path / "metrics/eval.json")]) == 2
-    assert "not in evaluate.watch" in caplog.text and not (tmp_path / "metrics").exists()
+    assert "not inside evaluate.watch" in caplog.text and not (tmp_path / "metrics").exists()

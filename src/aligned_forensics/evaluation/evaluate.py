@@ -56,15 +56,18 @@ class EvaluateConfig:
         names = [test_set.name for test_set in self.test_sets if not test_set.root]  # a root's names: at run time
         require(len(self.test_sets) >= 1 and len(set(names)) == len(names), "evaluate.test_sets",
                 "at least one set, names unique", names)
+        if not any(test_set.root for test_set in self.test_sets):  # else checked once the roots are listed
+            require(not self.sweeps.test_set or self.sweeps.test_set in names, "evaluate.sweeps.test_set",
+                    f"one of {names} (or '' for no sweeps)", self.sweeps.test_set)
+        require(all(1 <= q <= 100 for q in (*self.sweeps.jpeg, *self.sweeps.webp)), "evaluate.sweeps.jpeg/webp",
+                "qualities in 1..100", (self.sweeps.jpeg, self.sweeps.webp))
+        require(all(0 < f <= 8 for f in self.sweeps.resize), "evaluate.sweeps.resize", "factors in (0, 8]",
+                self.sweeps.resize)
 
     def watched_paths(self) -> list[tuple[str, str, str]]:
         """(params key, path, checksum) of every outside path the sets read, for check_watched."""
         return [(f"evaluate.test_sets[{index}]", path, test_set.checksum)
                 for index, test_set in enumerate(self.test_sets) for path in test_set.paths()]
-        require(all(1 <= q <= 100 for q in (*self.sweeps.jpeg, *self.sweeps.webp)), "evaluate.sweeps.jpeg/webp",
-                "qualities in 1..100", (self.sweeps.jpeg, self.sweeps.webp))
-        require(all(0 < f <= 8 for f in self.sweeps.resize), "evaluate.sweeps.resize", "factors in (0, 8]",
-                self.sweeps.resize)
 
 
 def read_threshold(path: Path) -> float:
