@@ -23,15 +23,16 @@ TINY_PARAMS = {
     "reconstruct": {"seed": 42, "sample": "sample", "batch_size": 4, "device": "cpu", "io_threads": 2},
     "manifest": {"verify_decode": True},
     "train": {"arch": "res18", "pretrained": "none", "seed": 17, "sync": True, "batch_size": 8, "data_cap": 0,
-              "max_epochs": 2, "patience": 1, "workers": 0, "device": "cpu", "augment": {"crop_size": 32}},
+              "max_epochs": 2, "patience": 1, "workers": 0, "device": "cpu", "augment": {"crop_size": 32},
+              "watch": "data/manifest"},  # dvc.yaml names every <section>.watch: the key must exist
     "stay_positive": {"seed": 14, "sync": True, "batch_size": 8, "data_cap": 0, "max_epochs": 2, "patience": 1,
                       "unfreeze_last_blocks": 0, "workers": 0, "device": "cpu"},
     "threshold": {"n_per_class": 5000, "seed": 0, "criterion": "bacc", "device": "cpu",
-                  "scoring": {"protocol": "full", "batch_size": 8}},
+                  "scoring": {"protocol": "full", "batch_size": 8}, "watch": "data/manifest"},
     "evaluate": {"device": "cpu", "scoring": {"protocol": "full", "batch_size": 8},
-                 "sweeps": {"test_set": "test", "jpeg": [50], "webp": [60], "resize": [0.5]}},
+                 "sweeps": {"test_set": "test", "jpeg": [50], "webp": [60], "resize": [0.5]}, "watch": "data/manifest"},
     "reference": {"scores": ["distance", "ratio"], "n_per_class": 5000, "seed": 0, "criterion": "bacc",
-                  "device": "cpu"},
+                  "device": "cpu", "watch": "data/manifest"},
     "report": {"title": "tiny"},
 }
 

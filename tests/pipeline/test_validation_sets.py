@@ -84,17 +84,18 @@ def test_the_best_epoch_is_chosen_on_the_generated_set(project):
 
 def test_changing_one_validation_file_makes_train_stale(project):
     folder, validation = project
-    run(["dvc", "status", "-q"], folder)  # up to date first (exit 0)
+    status = ["dvc", "status", "--with-deps", "--json", "threshold@base"]  # what the fixture reproduced
+    assert json.loads(run(status, folder).stdout) == {}  # up to date first
     image = validation / "ldm_a" / "1_fake" / "f0.png"
     original = image.read_bytes()
     image.write_bytes(encode_png(np.zeros((40, 48, 3), dtype=np.uint8)))
     try:
-        stale = json.loads(run(["dvc", "status", "--json"], folder).stdout)
+        stale = json.loads(run(status, folder).stdout)
     finally:
         image.write_bytes(original)
-    assert {"train", "threshold@base"} <= set(stale), stale
+    assert set(stale) == {"train", "threshold@base"}, stale
     assert str(validation) in json.dumps(stale["train"])  # its changed dependency: the outside folder itself
-    run(["dvc", "status", "-q"], folder)  # restored: nothing stale again
+    assert json.loads(run(status, folder).stdout) == {}  # restored: nothing stale again
 
 
 def test_the_watched_folder_is_hashed_by_dvc_itself(project):

@@ -105,12 +105,12 @@ def _brute_force_rates(labels, scores):
 def test_a_benchmark_root_yields_one_set_per_generator_with_eer_and_pd(workspace, folders, tmp_path, monkeypatch):
     """reals beside three generator folders: three sets plus their mean; EER and Pd@1/5/10 % FAR recomputed by
     brute force from the per-image scores the stage wrote."""
+    (folders / "gen_a" / "broken.png").unlink()
     fakes = sorted((folders / "gen_a").glob("*.png"))
     for name, chosen in (("gen_b", fakes[::2]), ("gen_c", fakes[1::2])):
         (folders / name).mkdir()
         for path in chosen:
             shutil.copy(path, folders / name / path.name)
-    (folders / "gen_a" / "broken.png").unlink()
     assert run_evaluate(workspace, tmp_path, monkeypatch, [{"name": "test", "split": "test"},
                                                            {"root": str(folders)}]) == 0
     metrics = json.loads((tmp_path / "metrics/info/eval.json").read_text())
