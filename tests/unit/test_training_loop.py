@@ -14,7 +14,7 @@ import torch
 from aligned_forensics.common.errors import UserError
 from aligned_forensics.common.images import encode_jpeg, encode_png
 from aligned_forensics.common.io import write_csv
-from aligned_forensics.detector.checkpoints import load_detector, read_checkpoint
+from aligned_forensics.detector.checkpoints import load_detector, read_checkpoint, save_checkpoint
 from aligned_forensics.detector.models import create_detector
 from aligned_forensics.training import train as training
 from aligned_forensics.training.augment import AugmentConfig
@@ -116,8 +116,36 @@ def test_released_checkpoints_of_the_authors_load_for_evaluation(tmp_path):
     state = {f"module.{key}": value for key, value in reference.state_dict().items()}
     torch.save({"model": state, "optimizer": {}, "total_steps": 1234}, tmp_path / "model_epoch_best.pth")
     model, payload = load_detector(tmp_path / "model_epoch_best.pth", device=torch.device("cpu"), arch="res18nodown")
-    assert payload["released"] and payload["epoch"] == 1234
+    assert payload["released"] and payload["total_steps"] == 1234 and "epoch" not in payload  # steps, not epochs
+    assert payload["preprocessing"]["train_crop"] == 96 and payload["input_filter"] == "none"
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(model(x), reference.eval()(x))
     with pytest.raises(UserError, match="does not fit a res50nodown detector"):
         load_detector(tmp_path / "model_epoch_best.pth", device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("form", ["model", "state_dict", "net", "bare"])
+@pytest.mark.parametrize("prefixed", [False, True])
+def test_every_form_the_original_loader_accepts_loads_to_the_same_model(tmp_path, form, prefixed):
+    reference = create_detector("res18nodown", pretrained="none", seed=5).eval()
+    state = {f"module.{k}" if prefixed else k: v for k, v in reference.state_dict().items()}
+    state["fc.weight" if not prefixed else "module.fc.weight"] = reference.fc.weight.detach().reshape(1, -1)
+    torch.save(state if form == "bare" else {form: state}, tmp_path / "released.pth")
+    model, payload = load_detector(tmp_path / "released.pth", device=torch.device("cpu"), arch="res18nodown")
+    assert payload["released_form"] == (form if form != "bare" else "bare state dict")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), reference(x))
+
+
+def test_a_file_in_no_known_form_names_the_keys_found(tmp_path):
+    torch.save({"weights": {"a": torch.zeros(1)}, "step": 3}, tmp_path / "odd.pth")
+    with pytest.raises(UserError, match=r"found \{'weights': dict, 'step': int\}"):
+        load_detector(tmp_path / "odd.pth", device=torch.device("cpu"))
+
+
+def test_a_file_that_records_its_arch_is_loaded_as_that(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    model = create_detector("res18", pretrained="none", seed=1)
+    save_checkpoint(tmp_path / "ours.pt", model, config={"augment": {"crop_size": 32}}, epoch=1, metrics={})
+    loaded, payload = load_detector(tmp_path / "ours.pt", device=torch.device("cpu"), arch="res50nodown")
+    assert loaded.arch == "res18" and "records arch res18" in caplog.text

@@ -84,11 +84,13 @@ def set_metrics(scored: ScoredImages, *, threshold: float, rejected: int) -> dic
 
 
 def run_evaluate(config: EvaluateConfig, *, model_path: Path, manifest_dir: Path, threshold_path: Path,
-                 ) -> tuple[dict[str, Any], dict[str, ScoredImages], dict[str, dict[str, Any]]]:
-    """Return (metrics: averaged + per set, scored images per set, sweep metrics per level label)."""
+                 arch: str | None = None) -> tuple[dict[str, Any], dict[str, ScoredImages], dict[str, dict[str, Any]]]:
+    """Return (metrics: averaged + per set, scored images per set, sweep metrics per level label).
+
+    `arch` is the architecture of a model file that records none (a released checkpoint)."""
     threshold = read_threshold(threshold_path)
     device = pick_device(config.device)
-    model, payload = load_detector(model_path, device=device)
+    model, payload = load_detector(model_path, device=device, arch=arch)
     crop_size = config.scoring.crop_size or payload["preprocessing"]["train_crop"]
 
     def score(reals: list[ScoreItem], fakes: list[ScoreItem], test_set: TestSet, degradation: Degradation

@@ -14,7 +14,7 @@ from aligned_forensics.common.errors import DataError
 from aligned_forensics.common.io import read_csv, write_csv
 from aligned_forensics.common.params import require
 from aligned_forensics.common.sampling import seeded_subset
-from aligned_forensics.detector.checkpoints import load_detector
+from aligned_forensics.detector.checkpoints import file_sha256, load_detector
 from aligned_forensics.detector.metrics import Criterion, detection_metrics, select_threshold
 from aligned_forensics.evaluation.scoring import ScoreItem, ScoringOptions, score_images
 
@@ -100,12 +100,12 @@ def calibration_rows(
 
 
 def run_threshold(
-    config: ThresholdConfig, *, model_path: Path, val_manifest: Path
+    config: ThresholdConfig, *, model_path: Path, val_manifest: Path, arch: str | None = None
 ) -> tuple[dict[str, Any], ScoredImages]:
-    """Return (metrics for threshold.json, the scored validation images)."""
+    """Return (metrics for threshold.json, the scored validation images); `arch` for a file that records none."""
     real_rows, fake_rows = calibration_rows(val_manifest, n_per_class=config.n_per_class, seed=config.seed)
     device = pick_device(config.device)
-    model, payload = load_detector(model_path, device=device)
+    model, payload = load_detector(model_path, device=device, arch=arch)
     crop_size = config.scoring.crop_size or payload["preprocessing"]["train_crop"]
     scored = score_pairs(model, real_rows, fake_rows, scoring=config.scoring, crop_size=crop_size, device=device)
     threshold = select_threshold(scored.labels, scored.scores, criterion=config.criterion,
@@ -114,5 +114,6 @@ def run_threshold(
     result = {"threshold": threshold, "criterion": config.criterion, "n_real": metrics["n_real"],
               "n_fake": metrics["n_fake"], "n_requested_per_class": config.n_per_class, "rejected": len(scored.rejects),
               "bacc": metrics["bacc"], "tpr": metrics["fake_acc"], "tnr": metrics["real_acc"], "ap": metrics["ap"],
-              "auc": metrics["auc"], "bacc_at_0": metrics["bacc_at_0"], "protocol": config.scoring.protocol}
+              "auc": metrics["auc"], "bacc_at_0": metrics["bacc_at_0"], "protocol": config.scoring.protocol,
+              "model_sha256": file_sha256(model_path)}  # predict uses this threshold only for this very file
     return result, scored
