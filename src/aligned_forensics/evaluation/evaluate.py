@@ -30,11 +30,13 @@ class SweepConfig:
     test_set: str = ""  # the set to sweep; "" = no sweeps
     jpeg: tuple[int, ...] = ()  # JPEG qualities
     webp: tuple[int, ...] = ()  # WebP qualities
-    resize: tuple[float, ...] = ()  # aspect-preserving scale factors, e.g. 0.25 .. 2
+    resize: tuple[float, ...] = ()  # aspect-preserving scale factors, e.g. 0.25 .. 2 (bilinear)
+    resize_square: tuple[int, ...] = ()  # square sides in pixels, bicubic, aspect not kept: the paper's Fig. 2
 
     def levels(self) -> list[Degradation]:
         return ([Degradation("jpeg", q) for q in self.jpeg] + [Degradation("webp", q) for q in self.webp]
-                + [Degradation("resize", f) for f in self.resize])
+                + [Degradation("resize", f) for f in self.resize]
+                + [Degradation("resize_square", side) for side in self.resize_square])
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class EvaluateConfig:
                 "qualities in 1..100", (self.sweeps.jpeg, self.sweeps.webp))
         require(all(0 < f <= 8 for f in self.sweeps.resize), "evaluate.sweeps.resize", "factors in (0, 8]",
                 self.sweeps.resize)
+        require(all(8 <= side <= 8192 for side in self.sweeps.resize_square), "evaluate.sweeps.resize_square",
+                "square sides in pixels, 8..8192", self.sweeps.resize_square)
 
 
 def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, target_fpr: float) -> float:
