@@ -24,11 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
     parser.add_argument("--plots", type=Path, default=Path("metrics/eval"))
     parser.add_argument("--scores", type=Path, default=Path("data/evaluate"), help="<set>/scores.csv, rejects.csv")
+    parser.add_argument("--arch", default=None,
+                        help="architecture of a model file that records none, e.g. an authors' release "
+                             "(default res50nodown); a file that records one is loaded as that")
 
     def body(args) -> str:
         config = load_config(args.params, "evaluate", EvaluateConfig)
         metrics, scored_sets, sweeps = run_evaluate(config, model_path=args.model, manifest_dir=args.manifest,
-                                                    threshold_path=args.threshold, cache=downloads_dir())
+                                                    threshold_path=args.threshold, cache=downloads_dir(),
+                                                    arch=args.arch)
         threshold = metrics["threshold"]
         for name, scored in scored_sets.items():
             values = metrics["sets"][name]

@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the best epoch's val metrics")
     parser.add_argument("--weights", type=Path, default=Path("metrics/stay_positive/weights"),
                         help="summary.json, top.json and weights.png: the final layer inspected")
+    parser.add_argument("--arch", default=None,
+                        help="architecture of a model file that records none, e.g. an authors' release "
+                             "(default res50nodown); a file that records one is loaded as that")
 
     def body(args) -> str:
         config = load_config(args.params, "stay_positive", StayPositiveConfig)
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                 remove_partials(args.out)  # a killed checkpoint write; data/stay_positive/model persists
             return train_stay_positive(config, model_path=args.model, train_manifest=args.manifest / "train.csv",
                                        val_manifest=args.manifest / "val.csv", model_dir=args.out, live=live,
-                                       ranks=ranks, device=device)
+                                       ranks=ranks, device=device, arch=args.arch)
 
         summary, ranks = run_training(fit, device_name=config.device, live_dir=args.live,
                                       title=f"stay-positive retrain, {config.pairing}, "
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             return "rank done"
         write_metrics(args.metrics, summary, declared=declared_training_metrics(summary))
         cpu = torch.device("cpu")
-        base, positive = load_detector(args.model, device=cpu)[0], load_detector(args.out / "best.pt", device=cpu)[0]
+        base = load_detector(args.model, device=cpu, arch=args.arch)[0]
+        positive = load_detector(args.out / "best.pt", device=cpu)[0]
         counts, ranking = inspect_weights(base.fc, positive.fc)
         write_json(args.weights / "summary.json", counts)
         write_points(args.weights / "top.json", ranking)

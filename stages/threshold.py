@@ -24,14 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scores", type=Path, default=Path("data/threshold"), help="scores.csv and rejects.csv")
     parser.add_argument("--bundle", type=Path, default=Path("data/bundle/detector.pt"),
                         help="the model with its threshold, for predict")
+    parser.add_argument("--arch", default=None,
+                        help="architecture of a model file that records none, e.g. an authors' release "
+                             "(default res50nodown); a file that records one is loaded as that")
 
     def body(args) -> str:
         config = load_config(args.params, "threshold", ThresholdConfig)
-        result, scored = run_threshold(config, model_path=args.model, val_manifest=args.manifest, cache=downloads_dir())
+        result, scored = run_threshold(config, model_path=args.model, val_manifest=args.manifest,
+                                       cache=downloads_dir(), arch=args.arch)
         write_metrics(args.metrics, result, declared=pick(result, "threshold", "bacc"), digits=6)  # evaluate reads it
         write_points(args.plots / "roc.json", roc_points(scored.labels, scored.scores))
         write_scores(args.scores, scored, threshold=result["threshold"])
-        write_bundle(args.model, result, args.bundle)
+        write_bundle(args.model, result, args.bundle, arch=args.arch)
         return (f"threshold {result['threshold']:.4f} ({result['criterion']}) on {result['n_real']:,} real + "
                 f"{result['n_fake']:,} fake: bacc {result['bacc']:.4f} (at logit 0: {result['bacc_at_0']:.4f})")
 

@@ -160,7 +160,9 @@ def test_train_keeps_a_loadable_checkpoint_and_resumes_to_the_same_model(workspa
     monkeypatch.chdir(workspace)
     arguments = ["--out", "data/model2", "--live", "metrics/train2"]
     best, last = (os.path.getsize(workspace / "data/model" / name) for name in ("best.pt", "last.pt"))
-    full_disk(best + last + last // 2)  # epoch 0's two checkpoints fit, epoch 1's do not
+    # epoch 0's last.pt (weights, no optimizer state yet; epoch 0 is never best) and epoch 1's best.pt fit, its
+    # last.pt (with Adam's moments, about 3x the weights) does not
+    full_disk(2 * best + last // 2)
     assert stage_main("train")(arguments) == 2
     assert_disk_full_message(caplog, "train", "data/model2/")
     assert sorted(p.name for p in (workspace / "data/model2").iterdir()) == ["best.pt", "last.pt"]

@@ -17,18 +17,29 @@ def _synthetic(seed: int, n_real: int = 60, n_fake: int = 40, ties: bool = False
     return np.array([0] * n_real + [1] * n_fake), scores
 
 
-def _brute_force(labels, scores, objective):
-    """Try every candidate threshold one by one; ties to the threshold closest to 0."""
-    best, best_value = None, None
+def _brute_force(labels, scores, objective, *, lower_fpr_first=False):
+    """Try every candidate threshold one by one. Ties: (for fpr) the lower FPR, then the threshold closest to
+    0, then at equal distance the larger threshold."""
+    best, best_key = None, None
     for threshold in candidate_thresholds(scores):
         rates = rates_at(labels, scores, threshold)
         value = objective(rates)
         if value is None:
             continue
-        if best_value is None or value > best_value + 1e-12 or (
-                abs(value - best_value) <= 1e-12 and abs(threshold) < abs(best)):
-            best, best_value = threshold, value
+        key = (value, -(1 - rates.tnr) if lower_fpr_first else 0.0, -abs(threshold), threshold)
+        if best_key is None or _better(key, best_key):
+            best, best_key = threshold, key
     return best
+
+
+def _better(key, other, tolerance=1e-12):
+    """Lexicographically larger, each rate compared within `tolerance`."""
+    for mine, theirs in zip(key, other, strict=True):
+        if mine > theirs + tolerance:
+            return True
+        if mine < theirs - tolerance:
+            return False
+    return False
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -51,12 +62,56 @@ def test_eer_matches_brute_force(seed):
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("target", [0.0, 0.05, 0.2])
-def test_fpr_target_matches_brute_force(seed, target):
-    labels, scores = _synthetic(seed)
+@pytest.mark.parametrize("ties", [False, True])
+def test_fpr_target_matches_brute_force(seed, target, ties):
+    labels, scores = _synthetic(seed, ties=ties)
     threshold = select_threshold(labels, scores, criterion="fpr", target_fpr=target)
-    expected = _brute_force(labels, scores, lambda r: r.tpr if 1 - r.tnr <= target + 1e-12 else None)
+    expected = _brute_force(labels, scores, lambda r: r.tpr if 1 - r.tnr <= target + 1e-12 else None,
+                            lower_fpr_first=True)
     assert threshold == pytest.approx(expected)
     assert 1 - rates_at(labels, scores, threshold).tnr <= target + 1e-12
+
+
+def test_fpr_prefers_fewer_false_positives_at_the_same_tpr_over_closeness_to_zero():
+    """At 0.15 and at 0.6 every fake is caught; 0.15 is closer to 0 but calls the real at 0.2 fake."""
+    labels, scores = np.array([0, 0, 0, 1, 1]), np.array([-2.0, 0.1, 0.2, 1.0, 2.0])
+    threshold = select_threshold(labels, scores, criterion="fpr", target_fpr=1 / 3)
+    assert threshold == pytest.approx(0.6)
+    assert rates_at(labels, scores, threshold) == rates_at(labels, scores, 0.6)
+    assert (rates_at(labels, scores, threshold).tpr, rates_at(labels, scores, threshold).tnr) == (1.0, 1.0)
+    assert threshold == pytest.approx(_brute_force(labels, scores, lambda r: r.tpr if 1 - r.tnr <= 1 / 3 + 1e-12
+                                                   else None, lower_fpr_first=True))
+
+
+@pytest.mark.parametrize(("criterion", "labels", "scores", "expected"), [
+    ("bacc", [0, 1, 0, 1], [-5.0, -0.4, 0.4, 5.0], 2.7),  # -2.7 and 2.7: bacc 0.75 (0: only 0.5)
+    ("eer", [0, 0, 0, 1, 1, 1], [-2.0, -3.0, -0.5, -0.5, 3.0, 3.5], 1.25),  # -1.25 and 1.25: |FPR - FNR| 1/3
+])
+def test_at_equal_distance_from_zero_the_larger_threshold_wins(criterion, labels, scores, expected):
+    labels, scores = np.array(labels), np.array(scores)
+    assert -expected in candidate_thresholds(scores) and expected in candidate_thresholds(scores)
+    objective = (lambda r: r.bacc) if criterion == "bacc" else (lambda r: -abs((1 - r.tnr) - (1 - r.tpr)))
+    assert objective(rates_at(labels, scores, -expected)) == pytest.approx(objective(rates_at(labels, scores,
+                                                                                              expected)))
+    threshold = select_threshold(labels, scores, criterion=criterion)
+    assert threshold == pytest.approx(expected) == _brute_force(labels, scores, objective)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_crafted_ties_on_a_small_grid_match_brute_force(seed):
+    """Integer scores on a small grid: many thresholds share a TPR, an FPR or a distance to 0."""
+    rng = np.random.default_rng(100 + seed)
+    labels = np.array([0] * 7 + [1] * 7)
+    scores = rng.integers(-4, 5, 14).astype(float)
+    scores[0], scores[-1] = -4.0, 4.0  # both classes present, grid symmetric around 0
+    for target in (0.0, 1 / 7, 2 / 7, 0.5):
+        expected = _brute_force(labels, scores, lambda r, t=target: r.tpr if 1 - r.tnr <= t + 1e-12 else None,
+                                lower_fpr_first=True)
+        assert select_threshold(labels, scores, criterion="fpr", target_fpr=target) == pytest.approx(expected)
+    assert select_threshold(labels, scores, criterion="bacc") == pytest.approx(
+        _brute_force(labels, scores, lambda r: r.bacc))
+    assert select_threshold(labels, scores, criterion="eer") == pytest.approx(
+        _brute_force(labels, scores, lambda r: -abs((1 - r.tnr) - (1 - r.tpr))))
 
 
 def test_fixed_threshold_is_returned_as_is():

@@ -165,7 +165,8 @@ def write_sweeps_png(path: Path, sweeps: dict[str, dict[str, float]], *, title: 
         levels = [row["level"] for row in rows]
         axis.plot(levels, [row["mean_p_fake_fake"] for row in rows], "o-", color="tab:red", label="fakes")
         axis.plot(levels, [row["mean_p_fake_real"] for row in rows], "o-", color="tab:blue", label="reals")
-        axis.set(xlabel={"resize": "scale factor", "jpeg": "JPEG quality", "webp": "WebP quality"}[kind],
+        axis.set(xlabel={"resize": "scale factor (aspect kept)", "resize_square": "square side, pixels",
+                               "jpeg": "JPEG quality", "webp": "WebP quality"}[kind],
                  ylabel="mean P(fake)", ylim=(-0.02, 1.02), title=kind)
         axis.grid(alpha=0.3)
         axis.legend(loc="best", fontsize=8)

@@ -1,12 +1,16 @@
 """Detector checkpoints that carry their architecture and preprocessing, loaded safely (weights_only).
 
-Also loads the authors' released checkpoints ({'model': state_dict}, keys possibly prefixed `module.`,
-the head called `fc`) for evaluation: their architecture is `res50nodown` unless told otherwise.
+Also loads every form the authors' loader accepts: a dict holding the weights under `model` (their training
+checkpoints: {'model', 'optimizer', 'total_steps'}), `state_dict` or `net`, or a bare state dict; keys may be
+prefixed `module.` and the head is `fc`. Such files record no architecture (`res50nodown` unless told) and get
+the original's preprocessing: ImageNet normalisation, a 96-pixel training crop, no input filter.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
 import pickle
 import re
 import sys
@@ -21,6 +25,10 @@ from aligned_forensics.detector.models import AnyDetector, create_detector
 from aligned_forensics.detector.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 FORMAT = "aligned-forensics-detector/1"
+DEFAULT_ARCH = "res50nodown"  # the paper's detector: what a file that records no architecture is
+RELEASED_FORMS = ("model", "state_dict", "net")  # the keys the original loader looks under, in its order
+RELEASED_TRAIN_CROP = 96  # the original's --cropSize; its tests score the whole image
+log = logging.getLogger(__name__)
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, *, config: dict[str, Any], epoch: int,
@@ -76,33 +84,83 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-def load_detector(
-    path: Path, *, device: torch.device, arch: str = "res50nodown"
-) -> tuple[AnyDetector, dict[str, Any]]:
-    """Load our checkpoint or an authors' release (`arch` names its architecture), in eval mode on `device`."""
+def released_preprocessing() -> dict[str, Any]:
+    """The original code's preprocessing: ImageNet mean/std, trained on 96-pixel crops."""
+    return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "train_crop": RELEASED_TRAIN_CROP}
+
+
+def _released_state(path: Path, payload: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """(state dict without `module.` prefixes, fc reshaped to a Linear's; the form it was found in)."""
+    form = next((key for key in RELEASED_FORMS if isinstance(payload.get(key), dict)), None)
+    state = payload[form] if form else payload
+    if not state or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        found = ", ".join(f"{key!r}: {type(value).__name__}" for key, value in list(payload.items())[:12])
+        raise UserError(f"{path} is neither an aligned-forensics checkpoint (format {FORMAT!r}) nor a released one "
+                        f"(a dict with a state dict under {', '.join(map(repr, RELEASED_FORMS))}, or a bare state "
+                        f"dict of tensors); found {{{found}}}. Save the model as torch.save(model.state_dict(), ...)")
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    # a ChannelLinear(2048 -> 1) has the weights of a Linear with these shapes
+    state = {key: value.reshape(1, -1) if key == "fc.weight" else value.reshape(1) if key == "fc.bias" else value
+             for key, value in state.items()}
+    return state, form or "bare state dict"
+
+
+def resolve_checkpoint(
+    path: Path, *, arch: str | None = None, input_filter: str | None = None
+) -> tuple[str, str, dict[str, torch.Tensor], dict[str, Any]]:
+    """(arch, input filter, state dict, payload in our format but without its state) of any supported file.
+
+    `arch` / `input_filter` apply to files that record none (default res50nodown / none); a file that records
+    an architecture other than the one asked is loaded as what it records, and says so."""
     payload = read_checkpoint(path)
     if payload.get("format") == FORMAT:
-        arch, state = payload["arch"], payload["state_dict"]
-    elif isinstance(payload.get("model"), dict):  # the original code's {'model', 'optimizer', 'total_steps'}
-        state = {key.removeprefix("module."): value for key, value in payload["model"].items()}
-        state = {key: value.reshape(1, -1) if key == "fc.weight" else value.reshape(1) if key == "fc.bias" else value
-                 for key, value in state.items()}  # a ChannelLinear(2048 -> 1) is a Linear with these shapes
-        payload = {"arch": arch, "config": {}, "epoch": payload.get("total_steps"), "metrics": {}, "released": True}
-    else:
-        raise UserError(f"{path} is neither an aligned-forensics checkpoint (format {FORMAT!r}) nor a released "
-                        "one (a dict with a 'model' state dict)")
-    model = create_detector(arch, pretrained="none", seed=0, input_filter=payload.get("input_filter", "none"))
+        if arch and arch != payload["arch"]:
+            log.info("%s records arch %s: loading it as %s, not %s", path, payload["arch"], payload["arch"], arch)
+        state = payload["state_dict"]
+        info = {key: value for key, value in payload.items() if key != "state_dict"}
+        info.setdefault("preprocessing", released_preprocessing())
+        return payload["arch"], payload.get("input_filter", "none"), state, info
+    state, form = _released_state(path, payload)
+    arch, input_filter = arch or DEFAULT_ARCH, input_filter or "none"
+    info = {"format": FORMAT, "arch": arch, "input_filter": input_filter, "config": {}, "metrics": {},
+            "preprocessing": released_preprocessing(), "released": True, "released_form": form}
+    if isinstance(payload.get("total_steps"), int):  # the original counts optimiser steps, not epochs
+        info["total_steps"] = payload["total_steps"]
+    return arch, input_filter, state, info
+
+
+def load_detector(
+    path: Path, *, device: torch.device, arch: str | None = None, input_filter: str | None = None
+) -> tuple[AnyDetector, dict[str, Any]]:
+    """Load our checkpoint or an authors' release (see resolve_checkpoint), in eval mode on `device`."""
+    arch, input_filter, state, payload = resolve_checkpoint(path, arch=arch, input_filter=input_filter)
+    model = create_detector(arch, pretrained="none", seed=0, input_filter=input_filter)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise UserError(f"{path} does not fit a {arch} detector: {str(error).splitlines()[0]}; for a released "
-                        "checkpoint of another architecture pass its arch") from None
+        raise UserError(f"{path} does not fit a {arch} detector: {str(error).splitlines()[0]}; a released "
+                        "checkpoint of another architecture needs its arch (--arch, or train.arch for "
+                        "train.init_from)") from None
     return model.to(device).eval(), payload
 
 
-def write_bundle(model_path: Path, threshold: dict[str, Any], out: Path) -> None:
-    """The model and its calibrated threshold in one file (what `predict` and users ship)."""
-    payload = read_checkpoint(model_path) | {"threshold": threshold}
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_bundle(model_path: Path, threshold: dict[str, Any], out: Path, *, arch: str | None = None) -> None:
+    """The model and its calibrated threshold in one file of our format (what `predict` and users ship)."""
+    raw = read_checkpoint(model_path)
+    if raw.get("format") == FORMAT:
+        payload = raw | {"threshold": threshold}
+    else:  # a released file: our format, so the bundle records the arch it was calibrated as
+        arch, input_filter, state, info = resolve_checkpoint(model_path, arch=arch)
+        payload = info | {"state_dict": state, "threshold": threshold}
     buffer = io.BytesIO()
     torch.save(_canonical(payload), buffer)
     atomic_write_bytes(out, buffer.getvalue())

@@ -51,24 +51,31 @@ def sweep_rates(labels: np.ndarray, scores: np.ndarray, thresholds: np.ndarray) 
 def select_threshold(
     labels: np.ndarray, scores: np.ndarray, *, criterion: Criterion, target_fpr: float = 0.05, fixed: float = 0.0
 ) -> float:
-    """Choose a threshold: `bacc` max balanced accuracy, `eer` equal error rate, `fpr` max TPR with
-    FPR <= target, `fixed` the given value. Ties go to the threshold closest to 0 (the untrained default)."""
+    """Choose a threshold among the candidate decisions: `bacc` max balanced accuracy, `eer` min |FPR - FNR|,
+    `fpr` max TPR with FPR <= target and, among equal TPRs, the lowest FPR; `fixed` the given value.
+
+    Remaining ties go to the threshold closest to 0 (the untrained default) and, at equal distance, to the
+    larger one (fewer images called fake)."""
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     check_scores(labels, scores)
     if criterion == "fixed":
         return float(fixed)
     thresholds = candidate_thresholds(scores)
     tpr, tnr = sweep_rates(labels, scores, thresholds)
+    fpr = 1 - tnr
     if criterion == "bacc":
-        objective = -(tpr + tnr) / 2
+        objectives = [-(tpr + tnr) / 2]
     elif criterion == "eer":
-        objective = np.abs((1 - tnr) - (1 - tpr))
-    elif criterion == "fpr":
-        objective = np.where(1 - tnr <= target_fpr + 1e-12, -tpr, np.inf)
+        objectives = [np.abs(fpr - (1 - tpr))]
+    elif criterion == "fpr":  # the largest threshold always qualifies (FPR 0), so the set is never empty
+        objectives = [np.where(fpr <= target_fpr + 1e-12, -tpr, np.inf), fpr]
     else:
         raise ValueError(f"unknown criterion {criterion!r}")
-    best = np.flatnonzero(np.isclose(objective, objective.min(), rtol=0, atol=1e-12))
-    return float(thresholds[best[np.argmin(np.abs(thresholds[best]))]])
+    best = np.arange(len(thresholds))
+    for objective in [*objectives, np.abs(thresholds), -thresholds]:  # lexicographic: each breaks the last's ties
+        values = objective[best]
+        best = best[np.isclose(values, values.min(), rtol=0, atol=1e-12)]
+    return float(thresholds[best[0]])
 
 
 def check_scores(labels: np.ndarray, scores: np.ndarray) -> None:

@@ -32,11 +32,13 @@ class SweepConfig:
     test_set: str = ""  # the set to sweep; "" = no sweeps
     jpeg: tuple[int, ...] = ()  # JPEG qualities
     webp: tuple[int, ...] = ()  # WebP qualities
-    resize: tuple[float, ...] = ()  # aspect-preserving scale factors, e.g. 0.25 .. 2
+    resize: tuple[float, ...] = ()  # aspect-preserving scale factors, e.g. 0.25 .. 2 (bilinear)
+    resize_square: tuple[int, ...] = ()  # square sides in pixels, bicubic, aspect not kept: the paper's Fig. 2
 
     def levels(self) -> list[Degradation]:
         return ([Degradation("jpeg", q) for q in self.jpeg] + [Degradation("webp", q) for q in self.webp]
-                + [Degradation("resize", f) for f in self.resize])
+                + [Degradation("resize", f) for f in self.resize]
+                + [Degradation("resize_square", side) for side in self.resize_square])
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class EvaluateConfig:
                 "qualities in 1..100", (self.sweeps.jpeg, self.sweeps.webp))
         require(all(0 < f <= 8 for f in self.sweeps.resize), "evaluate.sweeps.resize", "factors in (0, 8]",
                 self.sweeps.resize)
+        require(all(8 <= side <= 8192 for side in self.sweeps.resize_square), "evaluate.sweeps.resize_square",
+                "square sides in pixels, 8..8192", self.sweeps.resize_square)
 
     def watched_paths(self) -> list[tuple[str, str, str]]:
         """(params key, path, checksum) of every outside path the sets read, for check_watched."""
@@ -104,16 +108,17 @@ def resolve_all(config: EvaluateConfig, *, manifest_dir: Path, cache: Path | Non
 
 
 def run_evaluate(config: EvaluateConfig, *, model_path: Path, manifest_dir: Path, threshold_path: Path,
-                 cache: Path | None = None
+                 cache: Path | None = None, arch: str | None = None
                  ) -> tuple[dict[str, Any], dict[str, ScoredImages], dict[str, dict[str, Any]]]:
     """Return (metrics: averaged + per set, scored images per set, sweep metrics per level label).
 
-    `cache` holds downloaded and unpacked archives that test sets name."""
+    `cache` holds downloaded and unpacked archives that test sets name; `arch` is the architecture of a model
+    file that records none (a released checkpoint)."""
     check_watched(config.watched_paths(), watch=config.watch, section="evaluate")
     resolved_sets = resolve_all(config, manifest_dir=manifest_dir, cache=cache)
     threshold = read_threshold(threshold_path)
     device = pick_device(config.device)
-    model, payload = load_detector(model_path, device=device)
+    model, payload = load_detector(model_path, device=device, arch=arch)
     crop_size = config.scoring.crop_size or payload["preprocessing"]["train_crop"]
 
     def score(reals: list[ScoreItem], fakes: list[ScoreItem], name: str, degradation: Degradation) -> ScoredImages:

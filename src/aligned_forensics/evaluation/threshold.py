@@ -15,7 +15,7 @@ from aligned_forensics.common.io import write_csv
 from aligned_forensics.common.params import require
 from aligned_forensics.common.sampling import seeded_subset
 from aligned_forensics.common.watch import NOTHING_OUTSIDE, check_watched
-from aligned_forensics.detector.checkpoints import load_detector
+from aligned_forensics.detector.checkpoints import file_sha256, load_detector
 from aligned_forensics.detector.metrics import Criterion, detection_metrics, select_threshold
 from aligned_forensics.evaluation.scoring import ScoringOptions, score_images
 
@@ -96,15 +96,17 @@ def calibration_items(
 
 
 def run_threshold(
-    config: ThresholdConfig, *, model_path: Path, val_manifest: Path, cache: Path | None = None
+    config: ThresholdConfig, *, model_path: Path, val_manifest: Path, cache: Path | None = None,
+    arch: str | None = None,
 ) -> tuple[dict[str, Any], ScoredImages]:
-    """Return (metrics for threshold.json, the scored validation images); `cache` holds downloaded archives."""
+    """Return (metrics for threshold.json, the scored validation images); `cache` holds downloaded archives,
+    `arch` is the architecture of a model file that records none."""
     check_watched([("threshold.validation", path, config.validation.checksum) for path in config.validation.paths()],
                   watch=config.watch, section="threshold")
     validation = resolve_validation(config.validation, val_manifest=val_manifest, cache=cache, stage="threshold")
     reals, fakes = calibration_items(validation, n_per_class=config.n_per_class, seed=config.seed)
     device = pick_device(config.device)
-    model, payload = load_detector(model_path, device=device)
+    model, payload = load_detector(model_path, device=device, arch=arch)
     crop_size = config.scoring.crop_size or payload["preprocessing"]["train_crop"]
     scored = score_pairs(model, reals, fakes, scoring=config.scoring, crop_size=crop_size, device=device,
                          rejects=validation.rejects)
@@ -116,5 +118,6 @@ def run_threshold(
               "bacc": metrics["bacc"], "tpr": metrics["fake_acc"], "tnr": metrics["real_acc"], "ap": metrics["ap"],
               "auc": metrics["auc"], "bacc_at_0": metrics["bacc_at_0"], "protocol": config.scoring.protocol,
               "validation": "manifest val pairs" if not config.validation.unpaired else
-              " + ".join(config.validation.paths())}
+              " + ".join(config.validation.paths()),
+              "model_sha256": file_sha256(model_path)}  # predict uses this threshold only for this very file
     return result, scored

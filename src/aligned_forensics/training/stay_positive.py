@@ -6,7 +6,6 @@ towards "real": a real-image pattern (JPEG traces, clean text) can no longer hid
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 
 from aligned_forensics.common.errors import ParamsError, UserError
 from aligned_forensics.common.params import build_config, require
-from aligned_forensics.detector.checkpoints import load_detector
+from aligned_forensics.detector.checkpoints import file_sha256, load_detector
 from aligned_forensics.detector.models import AnyDetector
 from aligned_forensics.training.train import LoopConfig, Ranks, Retrain, TrainConfig, train_detector
 
@@ -80,10 +79,12 @@ def project_nonnegative(model: torch.nn.Module) -> None:
 
 
 def train_stay_positive(config: StayPositiveConfig, *, model_path: Path, train_manifest: Path, val_manifest: Path,
-                        model_dir: Path, live: Any, ranks: Ranks | None = None, device: torch.device | None = None
-                        ) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """Retrain `model_path`'s final layer under w >= 0 with the train loop (same augmentation as the input)."""
-    model, payload = load_detector(model_path, device=torch.device("cpu"))
+                        model_dir: Path, live: Any, ranks: Ranks | None = None, device: torch.device | None = None,
+                        arch: str | None = None) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Retrain `model_path`'s final layer under w >= 0 with the train loop (same augmentation as the input).
+
+    `arch` is the architecture of a model file that records none (a released checkpoint)."""
+    model, payload = load_detector(model_path, device=torch.device("cpu"), arch=arch)
     model = prepare_model(model, unfreeze_last_blocks=config.unfreeze_last_blocks)
     shared = {field.name: getattr(config, field.name) for field in fields(LoopConfig)}
     trained = input_train_config(payload, arch=model.arch, source=model_path)
@@ -106,21 +107,13 @@ def train_stay_positive(config: StayPositiveConfig, *, model_path: Path, train_m
 
 def input_train_config(payload: dict[str, Any], *, arch: str, source: Path) -> TrainConfig:
     """The input model's own train config (its augmentation and crop), or the paper's for a released checkpoint."""
-    recorded = {key: value for key, value in payload.get("config", {}).items() if key != "retrain"}
+    recorded = {key: value for key, value in payload.get("config", {}).items()
+                if key not in ("retrain", "init_from_sha256")}  # records beside the params, not params
     try:
         return build_config(TrainConfig, recorded | {"arch": arch}, section=f"train (recorded in {source})")
     except ParamsError as error:
         raise UserError(f"{source} records a train config this version cannot read ({error}); retrain it with "
                         "`dvc repro train`") from None
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 4 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def inspect_weights(base: torch.nn.Linear, positive: torch.nn.Linear, *, top: int = 20

@@ -36,6 +36,7 @@ from aligned_forensics.training.dataset import (
     load_pairs,
     train_dataset,
 )
+from aligned_forensics.training.init_from import initial_model
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,9 @@ class LoopConfig:
         require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"{key}.beta1/beta2", "values in [0, 1)",
                 (self.beta1, self.beta2))
         require(self.weight_decay >= 0, f"{key}.weight_decay", ">= 0", self.weight_decay)
-        require(self.max_epochs >= 1, f"{key}.max_epochs", "an integer >= 1", self.max_epochs)
+        fixed_start = bool(getattr(self, "init_from", ""))  # max_epochs 0 validates init_from's model as it is
+        require(self.max_epochs >= (0 if fixed_start else 1), f"{key}.max_epochs",
+                "an integer >= 1 (0 only with train.init_from)", self.max_epochs)
         require(self.patience >= 1, f"{key}.patience", "an integer >= 1", self.patience)
         require(self.delta >= 0, f"{key}.delta", "a number >= 0", self.delta)
         require(0 < self.lr_decay < 1, f"{key}.lr_decay", "a factor in (0, 1)", self.lr_decay)
@@ -90,6 +93,7 @@ class TrainConfig(LoopConfig):
     arch: Architecture = "res50nodown"
     pretrained: Pretrained = "imagenet"
     input_filter: InputFilter = "none"  # a fixed filter in front of the network: none | highpass (models.py)
+    init_from: str = ""  # a checkpoint to fine-tune (ours or a released one, as arch); "" = pretrained
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     validation: ValidationSet = field(default_factory=ValidationSet)  # "" everywhere = the manifest's val pairs
     val_per_class: int = 0  # validate on a seeded subset of this many reals and of fakes (0 = all)
@@ -180,8 +184,9 @@ def make_train_loader(config: TrainConfig, manifest: Path, ranks: Ranks = Ranks(
 def validation_files(config: TrainConfig, *, val_manifest: Path) -> tuple[list[str], list[str], str]:
     """(real paths, fake paths, a digest of their list) validating this run: the manifest's val pairs, or an
     unpaired set (train.validation) whose unreadable images are left out and logged; seeded val_per_class."""
-    check_watched([("train.validation", path, config.validation.checksum) for path in config.validation.paths()],
-                  watch=config.watch, section="train")
+    outside = [("train.validation", path, config.validation.checksum) for path in config.validation.paths()]
+    check_watched(outside + ([("train.init_from", config.init_from, "")] if config.init_from else []),
+                  watch=config.watch, section="train")  # init_from's bytes are a dependency too
     resolved = resolve_validation(config.validation, val_manifest=val_manifest, cache=downloads_dir(),
                                   stage="train")
     reals, fakes, rejects = resolved.reals, resolved.fakes, list(resolved.rejects)
@@ -218,15 +223,24 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
                    ) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """Train, validating before the first epoch and after each; write best.pt and last.pt (rank 0).
 
-    Starts from `retrain.model` when given (else a fresh detector). Resumes from model_dir/last.pt when it
-    was written by the same params and data. Returns (summary, one row per epoch: epoch, train_loss, lr,
-    val_bacc, val_auc, val_ap)."""
+    Starts from `retrain.model` when given, else from `train.init_from`'s weights, else a fresh detector.
+    Resumes from model_dir/last.pt when it was written by the same params, data and start. best.pt is the best
+    trained epoch (epoch 0, before any training, only seeds the schedule), except with init_from and
+    max_epochs 0, where the loaded model is validated and written as it is. Returns (summary, one row per
+    epoch: epoch, train_loss, lr, val_bacc, val_auc, val_ap)."""
     device = device or pick_device(config.device)
     record = {"retrain": retrain.record} if retrain else {}
     val_reals, val_fakes, val_listing = validation_files(config, val_manifest=val_manifest)
+    if retrain:
+        model = retrain.model
+    elif config.init_from:
+        model, digest = initial_model(config.init_from, arch=config.arch, input_filter=config.input_filter,
+                                      pretrained=config.pretrained)
+        record["init_from_sha256"] = digest  # a changed file restarts rather than resumes
+    else:
+        model = create_detector(config.arch, pretrained=config.pretrained, seed=config.seed,
+                                input_filter=config.input_filter)
     fingerprint = config.fingerprint(train_manifest, val_manifest, record=record, extra=val_listing)
-    model = retrain.model if retrain else create_detector(config.arch, pretrained=config.pretrained,
-                                                                  seed=config.seed, input_filter=config.input_filter)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
@@ -267,12 +281,15 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
         scores = validate(model, val_loader, device)  # every rank: identical weights, identical decisions
         # a retrain's epoch 0 is its zero-initialised start (a constant score): logged, never the best model
         selected = scores[f"val_{config.select_by}"]
-        improved, lr, stop = schedule.step(selected, lr) if epoch or not retrain else (False, lr, False)
+        _, lr, stop = schedule.step(selected, lr) if epoch or not retrain else (False, lr, False)
         for group in optimizer.param_groups:
             group["lr"] = lr
         if ranks.rank == 0:
             _log_epoch(live, epoch, loss, lr, scores)
         history.append({"epoch": epoch, "train_loss": loss, "lr": lr, **scores})
+        # the untrained start is never best (as the original); with max_epochs 0 it is the model asked for
+        trained = epoch > 0 or config.max_epochs == 0
+        improved = trained and (not best or selected > best[f"val_{config.select_by}"] + config.delta)
         if improved:
             best = {"epoch": epoch, **scores}
         if ranks.rank == 0:
