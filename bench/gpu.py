@@ -97,7 +97,10 @@ class Clock:
 def card(device: torch.device) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     info = {"name": name, "device": device.type, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "cpu_threads": torch.get_num_threads()}
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "cpu_threads": torch.get_num_threads(),
+            # fp32 convolutions run as TF32 on Ampere and later when cuDNN allows it (torch's default)
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         info |= {"memory_gib": properties.total_memory / 2**30, "capability": f"{properties.major}.{properties.minor}"}
@@ -133,9 +136,10 @@ def reconstruction(plan: Plan, device: torch.device, work: Path, pools: dict[int
                 flops = archs[name]["tflop_per_image"][str(side)] * 1e12
                 for batch in plan.batches:
                     pool = pools[side]
-                    warm, _, _ = parts.ours(model, pool[:batch], work, device=device, dtype=dtype, batch=batch,
+                    warm_count = max(batch, min(16, len(pool)))  # amortise the run's set-up in the estimate
+                    warm, _, _ = parts.ours(model, pool[:warm_count], work, device=device, dtype=dtype, batch=batch,
                                             io_threads=io_threads)
-                    count = parts.sized(batch / warm, plan.seconds["reconstruct"], step=batch, least=2 * batch,
+                    count = parts.sized(warm_count / warm, plan.seconds["reconstruct"], step=batch, least=2 * batch,
                                         most=len(pool))
                     seconds, _, splits = parts.ours(model, pool[:count], work, device=device, dtype=dtype,
                                                     batch=batch, io_threads=io_threads)
@@ -172,8 +176,11 @@ def identity(plan: Plan, device: torch.device, work: Path, pools: dict[int, list
     for forward in ("per_image", "batched"):
         outputs = [parts.ours(model, paths, work, device=device, dtype="fp32", batch=batch, io_threads=2,
                               forward=forward)[1] for batch in batches]
-        arrays = [[decode_rgb(folder / f"{p.stem}.png") for p in paths] for folder in outputs]
-        same = [[np.array_equal(a, b) for a, b in zip(arrays[0], other, strict=True)] for other in arrays[1:]]
+        # per_image: the PNG bytes (the recipe chunk does not name the batch size); batched: the pixels
+        read = (lambda f: f.read_bytes()) if forward == "per_image" else decode_rgb
+        files = [[read(folder / f"{p.stem}.png") for p in paths] for folder in outputs]
+        same = [[np.array_equal(a, b) if forward == "batched" else a == b
+                 for a, b in zip(files[0], other, strict=True)] for other in files[1:]]
         result[f"{forward}_identical"] = all(all(row) for row in same)
         result[f"{forward}_differing_images"] = int(sum(len(row) - sum(row) for row in same))
     return result

@@ -30,7 +30,8 @@ def markdown(result: dict[str, Any], json_name: str) -> str:
     names = [name for name in archs if name != "identical"]
     title = card["name"] if result["mode"] == "gpu" else "CPU, tiny sizes (the test of the script, not a benchmark)"
     lines = [f"## GPU: {title} (`bench/gpu.sh`, {result['date']})", "",
-             f"torch {card['torch']}, CUDA {card['cuda']}, cuDNN {card['cudnn']}, diffusers {card['diffusers']}; "
+             f"torch {card['torch']}, CUDA {card['cuda']}, cuDNN {card['cudnn']}, diffusers {card['diffusers']}; fp32 "
+             f"convolutions {'may use TF32 (cuDNN default)' if card['cudnn_allow_tf32'] else 'in full fp32'}; "
              f"raw numbers in `{json_name}`; the whole run took {result['seconds']['spent']:.0f} s. "
              f"Dense bf16 3×3 conv (channels_last, best of {len(result['conv_peak']['shapes'])} shapes): "
              f"**{peak:.3g} TFLOP/s**, the reference for the fractions below.", ""]
@@ -60,10 +61,10 @@ def markdown(result: dict[str, Any], json_name: str) -> str:
                      f"{row['images_per_second']:.1f} | {row['fraction_of_bf16_peak']:.1%} | {ratio} | "
                      f"{best / row['images_per_second']:.2f}× |")
     same = result["per_image_identity"]
-    lines += ["", f"`forward: per_image` bytes across batch sizes {same['batch_sizes']} ({same['images']} images, "
+    lines += ["", f"`forward: per_image` PNG bytes across batch sizes {same['batch_sizes']} ({same['images']} images, "
               f"{same['side']}², fp32): **{'identical' if same['per_image_identical'] else 'DIFFERENT'}** "
-              f"({same['per_image_differing_images']} differing image(s)); `forward: batched` for comparison: "
-              f"{same['batched_differing_images']} image(s) differ from batch {same['batch_sizes'][0]}.", "",
+              f"({same['per_image_differing_images']} differing file(s)); `forward: batched` for comparison: the "
+              f"pixels of {same['batched_differing_images']} image(s) differ from batch {same['batch_sizes'][0]}.", "",
               "| res50nodown training | deterministic | batch × crop² | img/s | ms/step |",
               "| --- | --- | --- | --- | --- |"]
     for row in result["training"] + result["training_deterministic"]:
