@@ -28,11 +28,14 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 @pytest.fixture(autouse=True)
-def default_algorithms(monkeypatch):
-    """Each test starts and ends with torch's defaults (the switch is process-wide)."""
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+def default_algorithms():
+    """Each test starts and ends with torch's defaults and the process's own cuBLAS setting (all process-wide)."""
+    saved = os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
     yield
     determinism.set_deterministic(False)
+    os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    if saved is not None:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved
 
 
 def test_cpu_state_round_trips_and_no_cuda_state_is_taken_off_cuda():
