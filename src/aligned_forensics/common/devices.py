@@ -35,8 +35,9 @@ def split_on_oom(forward: Callable[[int, int], torch.Tensor], count: int, *, wha
                                 f"lowering {param} cannot help): free GPU memory (other processes, a half-"
                                 "precision dtype) or run this stage on the CPU (device: cpu)") from error
             log.warning("out of memory on a batch of %d: splitting it (lower %s)", stop - start, param)
-            torch.cuda.empty_cache()  # a no-op unless CUDA is initialised
-            middle = (start + stop) // 2  # memory-aware: split the batch rather than fail a long run
-            return torch.cat([run(start, middle), run(middle, stop)])
+        # outside the except block: its traceback no longer holds the failed forward's tensors
+        torch.cuda.empty_cache()  # a no-op unless CUDA is initialised
+        middle = (start + stop) // 2  # memory-aware: split the batch rather than fail a long run
+        return torch.cat([run(start, middle), run(middle, stop)])
 
     return run(0, count)
