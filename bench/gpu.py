@@ -204,6 +204,7 @@ def training(plan: Plan, device: torch.device, tiny: bool, clock: Clock) -> tupl
         rows.append(parts.training_rate(device, batch=plan.train_batch, crop=plan.train_crop, autocast=autocast,
                                         deterministic=False, seconds=plan.seconds["train"]))
         clock.lap(f"training {rows[-1]['precision']}: {rows[-1]['images_per_second']:.1f} img/s")
+    torch.cuda.empty_cache()  # the child process needs the memory this one keeps cached (a no-op on CPU)
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "child.json"
         subprocess.run([sys.executable, __file__, "--deterministic-child", str(out), *(["--tiny"] if tiny else [])],
