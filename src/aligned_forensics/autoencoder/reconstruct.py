@@ -23,7 +23,7 @@ import torch
 
 from aligned_forensics.autoencoder.autoencoder import load_autoencoder
 from aligned_forensics.autoencoder.roundtrip import roundtrip
-from aligned_forensics.common.devices import pick_device
+from aligned_forensics.common.devices import pick_device, split_on_oom
 from aligned_forensics.common.errors import DataError
 from aligned_forensics.common.figures import pick_pairs
 from aligned_forensics.common.images import ImageDecodeError, decode_rgb, encode_png, png_text, psnr
@@ -85,16 +85,10 @@ def reconstruct_batch(autoencoder: torch.nn.Module, pixels: torch.Tensor, *, see
     if per_image:
         return torch.cat([roundtrip(autoencoder, pixels[i:i + 1], seeds=seeds[i:i + 1], sample=sample)
                           for i in range(len(seeds))])
-    try:
-        return roundtrip(autoencoder, pixels, seeds=seeds, sample=sample)
-    except torch.OutOfMemoryError:
-        if len(seeds) == 1:
-            raise
-        half = len(seeds) // 2  # memory-aware: split the batch rather than fail a long run
-        log.warning("out of memory on a batch of %d: splitting it (lower reconstruct.batch_size)", len(seeds))
-        torch.cuda.empty_cache()
-        return torch.cat([reconstruct_batch(autoencoder, pixels[:half], seeds=seeds[:half], sample=sample),
-                          reconstruct_batch(autoencoder, pixels[half:], seeds=seeds[half:], sample=sample)])
+    height, width = pixels.shape[-2:]
+    return split_on_oom(lambda start, stop: roundtrip(autoencoder, pixels[start:stop], seeds=seeds[start:stop],
+                                                      sample=sample),
+                        len(seeds), what=f"one {width}x{height} image", param="reconstruct.batch_size")
 
 
 def recipe_digest(config: ReconstructConfig, autoencoder_dir: Path, *, per_image: bool, device: torch.device) -> str:

@@ -60,7 +60,8 @@ class DetectorHead:
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) normalised -> (N, C) features, >= 0 (each block ends in a ReLU, then an average)."""
-        return torch.flatten(self.avgpool(self.features(x)), 1)
+        # a mean, not AdaptiveAvgPool2d: its CUDA backward has no deterministic kernel (train.deterministic)
+        return self.features(x).mean(dim=(2, 3))
 
     def head(self, pooled: torch.Tensor) -> torch.Tensor:
         """(N, C) pooled features -> (N,) logits: wᵀf + b."""
@@ -112,7 +113,6 @@ class SmallDetector(DetectorHead, nn.Module):
         self.blocks = nn.Sequential(*[nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
                                                     nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
                                       for c_in, c_out, stride in widths])
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(0.0)
         self.fc = nn.Linear(2 * width, 1)
         nn.init.normal_(self.fc.weight, 0.0, 0.02)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from aligned_forensics.common.devices import split_on_oom
 from aligned_forensics.common.errors import DataError
 from aligned_forensics.common.image_sets import ScoreItem
 from aligned_forensics.common.images import decode_expected
@@ -91,9 +92,18 @@ def score_images(
     model.eval()
     for kept, tensors in decoded_batches(items, size_of=size_of, batch_size=batch_size, stage=stage, desc=desc,
                                          rejects=rejects, prepare=prepare):
-        logits = model(torch.stack(tensors).to(device)).float().cpu().numpy()  # (B,)
+        batch = torch.stack(tensors)  # (B, 3, H, W)
+        logits = split_on_oom(lambda start, stop, batch=batch: model(batch[start:stop].to(device)).float().cpu(),
+                              len(kept), what=f"one {batch.shape[-1]}x{batch.shape[-2]} image",
+                              param=batch_size_param(stage)).numpy()  # (B,)
         if not np.isfinite(logits).all():
             bad = [items[i].path for i, value in zip(kept, logits, strict=True) if not np.isfinite(value)]
             raise DataError(f"the detector returned NaN/inf scores for {len(bad)} image(s), e.g. {bad[:3]}")
         scores[kept] = logits
     return scores, rejects
+
+
+def batch_size_param(stage: str) -> str:
+    """The setting that sizes score_images' batches for a stage ("evaluate:test" -> evaluate.scoring.batch_size)."""
+    section = stage.split(":")[0]
+    return "predict --batch-size" if section == "predict" else f"{section}.scoring.batch_size"

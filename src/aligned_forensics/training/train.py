@@ -27,6 +27,7 @@ from aligned_forensics.common.watch import NOTHING_OUTSIDE, check_watched
 from aligned_forensics.detector.checkpoints import read_checkpoint, save_checkpoint
 from aligned_forensics.detector.metrics import detection_metrics
 from aligned_forensics.detector.models import Architecture, InputFilter, Pretrained, count_parameters, create_detector
+from aligned_forensics.training import determinism
 from aligned_forensics.training.augment import AugmentConfig
 from aligned_forensics.training.dataset import (
     EpochSampler,
@@ -65,6 +66,7 @@ class LoopConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = True
     mixed_precision: bool = False  # bfloat16 autocast on CUDA (ignored on CPU)
+    deterministic: bool = False  # deterministic cuDNN/cuBLAS kernels on CUDA: bit-exact reruns, slower (determinism.py)
 
     def __post_init__(self) -> None:
         key = self.section
@@ -177,7 +179,8 @@ def make_train_loader(config: TrainConfig, manifest: Path, ranks: Ranks = Ranks(
                            chunk=config.batch_size // ranks.world)
     loader = DataLoader(dataset, batch_size=config.batch_size // ranks.world, sampler=sampler,
                         num_workers=config.workers, collate_fn=collate_synced if config.sync else None,
-                        drop_last=False, persistent_workers=config.workers > 0)
+                        drop_last=False, persistent_workers=config.workers > 0,
+                        generator=determinism.loader_generator(config.seed, ranks.rank))
     return loader, sampler
 
 
@@ -228,6 +231,7 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
     trained epoch (epoch 0, before any training, only seeds the schedule), except with init_from and
     max_epochs 0, where the loaded model is validated and written as it is. Returns (summary, one row per
     epoch: epoch, train_loss, lr, val_bacc, val_auc, val_ap)."""
+    determinism.set_deterministic(config.deterministic)  # first: cuBLAS reads its setting at its first use
     device = device or pick_device(config.device)
     record = {"retrain": retrain.record} if retrain else {}
     val_reals, val_fakes, val_listing = validation_files(config, val_manifest=val_manifest)
@@ -243,6 +247,7 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
     fingerprint = config.fingerprint(train_manifest, val_manifest, record=record, extra=val_listing)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format)
+    determinism.seed_rank(config.seed, ranks.rank)  # same initial weights on every rank, its own dropout masks
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr, betas=(config.beta1, config.beta2),
                                  weight_decay=config.weight_decay)
@@ -254,7 +259,8 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
         model.load_state_dict(read_checkpoint(model_dir / "last.pt")["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.best, schedule.countdown = state["schedule"]["best"], state["schedule"]["countdown"]
-        torch.set_rng_state(state["rng"])  # dropout continues as if never interrupted
+        determinism.resume_rng(state["rng"], device=device, seed=config.seed, rank=ranks.rank, world=ranks.world,
+                               epoch=state["epoch"])  # dropout continues as if never interrupted (CUDA states too)
         log.info("resuming after epoch %d from %s", state["epoch"], model_dir / "last.pt")
     if ranks.world > 1:
         if device.type == "cuda":  # batch statistics over the global batch, as on one GPU (CPU/gloo: per rank)
@@ -292,13 +298,14 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
         improved = trained and (not best or selected > best[f"val_{config.select_by}"] + config.delta)
         if improved:
             best = {"epoch": epoch, **scores}
+        rng_states = determinism.gather_rng(device, ranks.world)  # every rank's, so each resumes its own draws
         if ranks.rank == 0:
             if improved:
                 save_checkpoint(model_dir / "best.pt", model, config=asdict(config) | record, epoch=epoch,
                                 metrics=scores)
             training_state = {"fingerprint": fingerprint, "epoch": epoch, "lr": lr, "best": best, "history": history,
                               "schedule": schedule.state(), "optimizer": optimizer.state_dict(),
-                              "rng": torch.get_rng_state(), "finished": stop or epoch >= config.max_epochs}
+                              "rng": rng_states, "finished": stop or epoch >= config.max_epochs}
             save_checkpoint(model_dir / "last.pt", model, config=asdict(config) | record, epoch=epoch,
                             metrics=scores, training_state=training_state)
     if stop:
