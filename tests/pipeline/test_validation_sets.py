@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ from torch.utils.data import DataLoader
 
 from aligned_forensics.common.images import encode_jpeg, encode_png
 from aligned_forensics.common.io import read_csv
-from aligned_forensics.detector.checkpoints import load_detector
+from aligned_forensics.detector.checkpoints import load_detector, read_checkpoint
+from aligned_forensics.detector.models import create_detector
 from aligned_forensics.training.dataset import ValidationItems
 from tests.conftest import TINY_PARAMS
 from tests.projects import make_project, run
@@ -103,3 +105,33 @@ def test_the_watched_folder_is_hashed_by_dvc_itself(project):
     lock = yaml.safe_load((folder / "dvc.lock").read_text())
     dep = next(dep for dep in lock["stages"]["train"]["deps"] if dep["path"] == str(validation))
     assert dep["md5"].endswith(".dir") and dep["nfiles"] == 16  # an external dependency with DVC's own md5
+
+
+def test_the_readme_line_puts_a_released_checkpoint_through_a_benchmark(project, tmp_path):
+    """README "The authors' checkpoints on the authors' benchmark": one `dvc exp run -S` line evaluates a released
+    file (the original's {'model': module.-prefixed state dict} form) on a benchmark root, one set per generator."""
+    folder, validation = project
+    released = create_detector("res18", pretrained="none", seed=5)
+    weights = tmp_path / "weights" / "release.pth"
+    weights.parent.mkdir()
+    torch.save({"model": {f"module.{k}": v for k, v in released.state_dict().items()}, "optimizer": {},
+                "total_steps": 10}, weights)
+    bench = tmp_path / "bench"
+    rng = np.random.default_rng(3)
+    for folder_name, count in (("real", 4), ("gen_a", 3), ("gen_b", 3)):
+        for i in range(count):
+            path = bench / folder_name / f"{folder_name}{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(encode_png(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)))
+    outside = os.path.commonpath([validation, tmp_path])  # the validation set and the weights, one watch
+    run(["dvc", "exp", "run", "-S", f"train.init_from={weights}", "-S", "train.max_epochs=0", "-S",
+         f"train.watch={outside}", "-S", f"evaluate.test_sets=[{{root: {bench}}}]", "-S",
+         f"evaluate.watch={bench}"], folder)
+    best = read_checkpoint(folder / "data/model/best.pt")
+    assert best["epoch"] == 0 and best["config"]["init_from"] == str(weights)
+    for name, value in released.state_dict().items():
+        assert torch.equal(best["state_dict"][name], value), name
+    evaluation = json.loads((folder / "metrics/info/eval.json").read_text())
+    assert sorted(evaluation["sets"]) == ["gen_a", "gen_b"]
+    assert {"eer", "pd_at_1pct_far", "pd_at_5pct_far", "pd_at_10pct_far"} <= set(evaluation)
+    assert json.loads((folder / "metrics/info/threshold.json").read_text())["n_real"] == 8  # the generated set
