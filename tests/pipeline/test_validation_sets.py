@@ -53,6 +53,8 @@ def project(tmp_path_factory) -> tuple[Path, Path]:
     for section in ("train", "threshold"):
         params[section]["validation"] = {"root": str(validation)}
         params[section]["watch"] = str(validation)
+    params["train"]["init_from"] = ""  # keys `dvc exp run -S` sets later must exist (as in params.yaml)
+    params["evaluate"]["test_sets"] = [{"name": "test", "split": "test"}]
     folder = make_project(tmp_path_factory.mktemp("project"), params)
     run(["dvc", "repro", "threshold@base"], folder)
     return folder, validation
