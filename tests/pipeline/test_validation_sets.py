@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +113,7 @@ def test_the_readme_line_puts_a_released_checkpoint_through_a_benchmark(project,
     file (the original's {'model': module.-prefixed state dict} form) on a benchmark root, one set per generator."""
     folder, validation = project
     released = create_detector("res18", pretrained="none", seed=5)
-    weights = tmp_path / "weights" / "release.pth"
+    weights = validation.parent / "weights" / "release.pth"  # beside the validation set: one watch for both
     weights.parent.mkdir()
     torch.save({"model": {f"module.{k}": v for k, v in released.state_dict().items()}, "optimizer": {},
                 "total_steps": 10}, weights)
@@ -125,15 +124,14 @@ def test_the_readme_line_puts_a_released_checkpoint_through_a_benchmark(project,
             path = bench / folder_name / f"{folder_name}{i}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(encode_png(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)))
-    outside = os.path.commonpath([validation, tmp_path])  # the validation set and the weights, one watch
     run(["dvc", "exp", "run", "-S", f"train.init_from={weights}", "-S", "train.max_epochs=0", "-S",
-         f"train.watch={outside}", "-S", f"evaluate.test_sets=[{{root: {bench}}}]", "-S",
+         f"train.watch={validation.parent}", "-S", f"evaluate.test_sets=[{{name: test, split: test}}, {{root: {bench}}}]", "-S",
          f"evaluate.watch={bench}"], folder)
     best = read_checkpoint(folder / "data/model/best.pt")
     assert best["epoch"] == 0 and best["config"]["init_from"] == str(weights)
     for name, value in released.state_dict().items():
         assert torch.equal(best["state_dict"][name], value), name
     evaluation = json.loads((folder / "metrics/info/eval.json").read_text())
-    assert sorted(evaluation["sets"]) == ["gen_a", "gen_b"]
+    assert sorted(evaluation["sets"]) == ["gen_a", "gen_b", "test"]
     assert {"eer", "pd_at_1pct_far", "pd_at_5pct_far", "pd_at_10pct_far"} <= set(evaluation)
     assert json.loads((folder / "metrics/info/threshold.json").read_text())["n_real"] == 8  # the generated set
