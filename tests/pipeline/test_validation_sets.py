@@ -124,8 +124,9 @@ def test_the_readme_line_puts_a_released_checkpoint_through_a_benchmark(project,
             path = bench / folder_name / f"{folder_name}{i}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(encode_png(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)))
+    test_sets = f"[{{name: test, split: test}}, {{root: {bench}}}]"
     run(["dvc", "exp", "run", "-S", f"train.init_from={weights}", "-S", "train.max_epochs=0", "-S",
-         f"train.watch={validation.parent}", "-S", f"evaluate.test_sets=[{{name: test, split: test}}, {{root: {bench}}}]", "-S",
+         f"train.watch={validation.parent}", "-S", f"evaluate.test_sets={test_sets}", "-S",
          f"evaluate.watch={bench}"], folder)
     best = read_checkpoint(folder / "data/model/best.pt")
     assert best["epoch"] == 0 and best["config"]["init_from"] == str(weights)
