@@ -63,10 +63,8 @@ def test_cuda_states_are_captured_and_restored_per_gpu(monkeypatch):
     assert restored == {}
 
 
-def test_last_pt_holds_each_ranks_state_and_a_resume_restores_it(manifests, tmp_path, monkeypatch):  # noqa: F811
-    _, history = train_detector(CONFIG, **manifests, model_dir=tmp_path / "whole", live=silent_live())
-    saved = read_checkpoint(tmp_path / "whole" / "last.pt")["training_state"]["rng"]
-    assert len(saved) == 1 and saved[0]["cuda"] == [] and torch.equal(saved[0]["cpu"], torch.get_rng_state())
+def killed_in_epoch_2_then_resumed(config, paths, folder, monkeypatch) -> list[dict]:
+    """Train until a kill during epoch 2, then again from its last.pt; the resumed run's history."""
     real_epoch = training._train_one_epoch
 
     def killed_in_epoch_2(*args, **kwargs):
@@ -76,9 +74,16 @@ def test_last_pt_holds_each_ranks_state_and_a_resume_restores_it(manifests, tmp_
 
     monkeypatch.setattr(training, "_train_one_epoch", killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        train_detector(CONFIG, **manifests, model_dir=tmp_path / "resumed", live=silent_live())
+        train_detector(config, **paths, model_dir=folder, live=silent_live())
     monkeypatch.setattr(training, "_train_one_epoch", real_epoch)
-    _, resumed = train_detector(CONFIG, **manifests, model_dir=tmp_path / "resumed", live=silent_live())
+    return train_detector(config, **paths, model_dir=folder, live=silent_live())[1]
+
+
+def test_last_pt_holds_each_ranks_state_and_a_resume_restores_it(manifests, tmp_path, monkeypatch):  # noqa: F811
+    _, history = train_detector(CONFIG, **manifests, model_dir=tmp_path / "whole", live=silent_live())
+    saved = read_checkpoint(tmp_path / "whole" / "last.pt")["training_state"]["rng"]
+    assert len(saved) == 1 and saved[0]["cuda"] == [] and torch.equal(saved[0]["cpu"], torch.get_rng_state())
+    resumed = killed_in_epoch_2_then_resumed(CONFIG, manifests, tmp_path / "resumed", monkeypatch)
     assert comparable(resumed) == comparable(history)  # dropout 0.5: a lost state would change epoch 2
 
 
@@ -165,16 +170,5 @@ def test_cuda_rng_states_round_trip_through_last_pt(manifests, tmp_path, monkeyp
     first = torch.rand(16, device="cuda")
     determinism.restore_rng(saved, torch.device("cuda"))
     assert torch.equal(torch.rand(16, device="cuda"), first)
-    real_epoch = training._train_one_epoch
-
-    def killed_in_epoch_2(*args, **kwargs):
-        if args[4] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(training, "_train_one_epoch", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        train_detector(config, **manifests, model_dir=tmp_path / "resumed", live=silent_live())
-    monkeypatch.setattr(training, "_train_one_epoch", real_epoch)
-    _, resumed = train_detector(config, **manifests, model_dir=tmp_path / "resumed", live=silent_live())
+    resumed = killed_in_epoch_2_then_resumed(config, manifests, tmp_path / "resumed", monkeypatch)
     assert comparable(resumed) == comparable(history)  # CUDA dropout continued exactly where it stopped
