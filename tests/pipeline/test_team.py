@@ -170,21 +170,44 @@ def test_a_pull_with_an_object_missing_from_the_bucket_names_the_incomplete_outp
 def test_a_queued_sweep_runs_two_at_a_time_and_exp_show_compares_it(project):
     queued = run(["dvc", "exp", "run", "--queue", "-S", "train.seed=1,2", "-S", "train.lr=0.001,0.0003"], project)
     assert queued.stdout.count("Queued experiment") == 4, queued.stdout
+    status = run_queue(project, workers=2)
+    assert status.count("Success") + status.count("Failed") == 4, status
+    # DVC's queue has a known race between several workers (treeverse/dvc#10673): now and then a task ends
+    # Failed with no log (1 of 4, once in three runs here). The README's remedy: queue what is missing again
+    # and run it with one worker, which has no race.
+    missing = sorted(SWEEP - set(finished(project)))
+    assert len(missing) == status.count("Failed"), (missing, status)
+    for seed, lr in missing:
+        run(["dvc", "exp", "run", "--queue", "-S", f"train.seed={seed}", "-S", f"train.lr={lr}"], project)
+    if missing:
+        run_queue(project, workers=1)
+    rows = finished(project)
+    assert sorted(rows) == sorted(SWEEP), rows
+    for row in rows.values():
+        assert 0 <= float(row["metrics/eval.json:ap"]) <= 1, row
+
+
+SWEEP = {("1", "0.0003"), ("1", "0.001"), ("2", "0.0003"), ("2", "0.001")}  # train.seed x train.lr
+
+
+def run_queue(project: Path, *, workers: int) -> str:
+    """`dvc queue start -j workers`, wait (at most 10 minutes) until nothing is queued or running, stop."""
     try:
-        run(["dvc", "queue", "start", "-j", "2"], project)
+        run(["dvc", "queue", "start", "-j", str(workers)], project)
         deadline = time.monotonic() + 600
         while "Queued" in (status := queue_status(project)) or "Running" in status:
             assert time.monotonic() < deadline, status
             time.sleep(5)
     finally:
         run(["dvc", "queue", "stop", "--kill"], project, check=False)
-    assert status.count("Success") == 4, status
+    return status
+
+
+def finished(project: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """(seed, lr) -> the `dvc exp show --only-changed --csv` row of each finished experiment."""
     shown = run(["dvc", "exp", "show", "--only-changed", "--csv"], project).stdout
     rows = [row for row in csv.DictReader(io.StringIO(shown)) if row["typ"].startswith("branch_")]  # not baseline
-    assert sorted((row["train.seed"], row["train.lr"]) for row in rows) == [
-        ("1", "0.0003"), ("1", "0.001"), ("2", "0.0003"), ("2", "0.001")], shown
-    for row in rows:
-        assert 0 <= float(row["metrics/eval.json:ap"]) <= 1, row
+    return {(row["train.seed"], row["train.lr"]): row for row in rows}
 
 
 def queue_status(project: Path) -> str:
