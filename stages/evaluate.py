@@ -12,6 +12,7 @@ from aligned_forensics.common.download import downloads_dir  # noqa: E402
 from aligned_forensics.common.figures import pr_points, roc_points, write_curves_png, write_points, write_sweeps_png
 from aligned_forensics.common.io import atomic_write_text, pick, write_json, write_metrics  # noqa: E402
 from aligned_forensics.evaluation.evaluate import EvaluateConfig, run_evaluate  # noqa: E402
+from aligned_forensics.evaluation.format_match import DECLARED_MATCHED  # noqa: E402
 from aligned_forensics.evaluation.report import summary_table  # noqa: E402
 from aligned_forensics.evaluation.threshold import write_scores  # noqa: E402
 
@@ -50,14 +51,15 @@ def main(argv: list[str] | None = None) -> int:
                      "mean_p_fake_fake": round(row["mean_p_fake_fake"], 5), "bacc": round(row["bacc"], 5)}
                     for row in sweeps.values() if row["kind"] == kind])
             write_sweeps_png(args.plots / "sweeps.png", sweeps, title=f"robustness of {config.sweeps.test_set}")
-        compared = ("ap", "auc", "bacc", "eer", "pd_at_5pct_far")
+        compared = ("ap", "auc", "bacc", "eer", "pd_at_5pct_far", *DECLARED_MATCHED)  # matched: format_match.py
         declared = pick(metrics, *compared)  # the mean over sets; per set too when there are several
         if len(metrics["sets"]) > 1:
             declared["sets"] = {name: pick(values, *compared) for name, values in metrics["sets"].items()}
         write_metrics(args.metrics, metrics, declared=declared)
         atomic_write_text(args.plots / "summary.md", summary_table(metrics))
         return (f"{len(scored_sets)} set(s), {metrics['n_real']:,} real + {metrics['n_fake']:,} fake: mean AP "
-                f"{metrics['ap']:.4f}, AUC {metrics['auc']:.4f}, EER {metrics['eer']:.4f}, bacc {metrics['bacc']:.4f} "
+                f"{metrics['ap']:.4f} ({metrics['ap_matched']:.4f} format-matched), AUC {metrics['auc']:.4f}, EER "
+                f"{metrics['eer']:.4f}, bacc {metrics['bacc']:.4f} "
                 f"(at logit 0: {metrics['bacc_at_0']:.4f}){f', {len(sweeps)} sweep levels' if sweeps else ''}")
 
     return run_stage("evaluate", parser, body, argv)

@@ -11,6 +11,7 @@ from aligned_forensics.common.cli import load_config, run_stage, stage_parser  #
 from aligned_forensics.common.download import downloads_dir  # noqa: E402
 from aligned_forensics.common.figures import roc_points, write_points  # noqa: E402
 from aligned_forensics.common.io import pick, write_json, write_metrics  # noqa: E402
+from aligned_forensics.evaluation.format_match import DECLARED_MATCHED  # noqa: E402
 from aligned_forensics.evaluation.reference import (  # noqa: E402
     CALIBRATION,
     ReferenceConfig,
@@ -40,9 +41,10 @@ def main(argv: list[str] | None = None) -> int:
                     write_points(args.plots / "roc" / f"{name}-{set_name}.json",
                                  roc_points(images.labels, images.score(name)))
         write_json(args.out / "info.json", info)  # label and timings: not metrics, they would differ every run
-        write_metrics(args.metrics, metrics, declared={name: pick(metrics[name], "ap", "auc", "bacc")
+        write_metrics(args.metrics, metrics, declared={name: pick(metrics[name], "ap", "auc", "bacc", *DECLARED_MATCHED)
                                                        for name in config.scores})  # mean over the test sets
-        scores = "; ".join(f"{name}: mean AP {metrics[name]['ap']:.4f}, AUC {metrics[name]['auc']:.4f}, bacc "
+        scores = "; ".join(f"{name}: mean AP {metrics[name]['ap']:.4f} ({metrics[name]['ap_matched']:.4f} "
+                           f"format-matched), AUC {metrics[name]['auc']:.4f}, bacc "
                            f"{metrics[name]['bacc']:.4f}" for name in config.scores)
         return (f"{len(scored) - 1} set(s), {info['images']:,} images in {info['seconds']:.1f} s "
                 f"({info['images_per_second']:.1f}/s, {info['autoencoder']}): {scores}")

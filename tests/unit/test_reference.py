@@ -177,7 +177,8 @@ def test_unreadable_images_are_rejected_with_a_stable_reason(small_manifest, ran
     metrics, scored, info = run_reference(config, autoencoder_dir=autoencoder_dir,
                                           manifest_dir=small_manifest / "manifest", cache=tmp_path / "cache")
     assert info["round_trips_per_image"] == 1 and "ratio" not in metrics
-    assert metrics["counts"]["folders"] == {"n_real": 3, "n_fake": 3, "rejected": 2}
+    assert metrics["counts"]["folders"] == {"n_real": 3, "n_fake": 3, "rejected": 2, "n_real_matched": 3,
+                                            "n_fake_matched": 3}
     out = tmp_path / "out" / "folders"
     write_reference_scores(out, scored["folders"], thresholds={"distance": metrics["distance"]["threshold"]})
     rejects = read_csv(out / "rejects.csv")
@@ -187,8 +188,9 @@ def test_unreadable_images_are_rejected_with_a_stable_reason(small_manifest, ran
     # the demo's narrow GroupNorm cannot normalise a 1 x 1 latent: that size is rejected, the run goes on
     assert rejects[1]["reason"].startswith("the autoencoder cannot round-trip a 3x5 image: ValueError: ")
     table = read_csv(out / "scores.csv")
-    assert list(table[0]) == ["path", "label", "e1", "e2", "distance", "called_distance"]
-    assert all(row["e2"] == "" for row in table)  # no second round trip when no score needs it
+    assert list(table[0]) == ["path", "label", "e1", "e2", "distance", "called_distance", "e1_matched",
+                              "e2_matched", "distance_matched"]
+    assert all(row["e2"] == row["e2_matched"] == "" for row in table)  # no second round trip when no score needs it
     threshold = metrics["distance"]["threshold"]
     assert all((row["called_distance"] == "fake") == (float(row["distance"]) > threshold) for row in table)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aligned_forensics.common.archive_paths import locate
+from aligned_forensics.common.compression import JpegCompression
 from aligned_forensics.common.download import downloads_dir, parse_checksum
 from aligned_forensics.common.errors import DataError
 from aligned_forensics.common.images import ImageDecodeError, decode_expected, image_header
@@ -31,6 +32,7 @@ class ScoreItem:
     path: str
     height: int  # known before decoding, so full images are batched by size without decoding twice
     width: int
+    match: JpegCompression | None = None  # format-matched scoring re-encodes it with this; None: as delivered
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class ResolvedSet:
     reals: list[ScoreItem]
     fakes: list[ScoreItem]
     rejects: list[dict[str, str]] = field(default_factory=list)
+    paired: bool = False  # fakes[i] is the reconstruction of reals[i] (a manifest split)
 
 
 def resolve_test_set(test_set: TestSet, *, manifest_dir: Path, cache: Path | None = None) -> list[ResolvedSet]:
@@ -101,7 +104,8 @@ def resolve_test_set(test_set: TestSet, *, manifest_dir: Path, cache: Path | Non
     downloaded and unpacked into `cache`, default the download cache)."""
     if test_set.split:
         rows = read_csv(manifest_dir / f"{test_set.split}.csv")
-        resolved = [ResolvedSet(test_set.name, _manifest_items(rows, "real_path"), _manifest_items(rows, "fake_path"))]
+        resolved = [ResolvedSet(test_set.name, _manifest_items(rows, "real_path"), _manifest_items(rows, "fake_path"),
+                                paired=True)]
     else:
         resolved = [ResolvedSet(name, *_headers(reals, fakes, stage=f"evaluate:{name}"))
                     for name, reals, fakes in _unpaired_groups(test_set, cache=cache)]

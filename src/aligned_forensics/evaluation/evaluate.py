@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,12 +18,13 @@ from aligned_forensics.common.watch import NOTHING_OUTSIDE, check_watched
 from aligned_forensics.detector.checkpoints import load_detector
 from aligned_forensics.detector.metrics import detection_at_false_alarm, detection_metrics, equal_error_rate
 from aligned_forensics.evaluation.degradations import NO_DEGRADATION, Degradation
-from aligned_forensics.evaluation.scoring import ScoringOptions, score_images
+from aligned_forensics.evaluation.format_match import MATCHED_KEYS, FormatMatch, matched_metrics, plan_matching
+from aligned_forensics.evaluation.scoring import ScoringOptions, score_with_matched
 from aligned_forensics.evaluation.threshold import ScoredImages
 
 FALSE_ALARM_RATES = {"pd_at_1pct_far": 0.01, "pd_at_5pct_far": 0.05, "pd_at_10pct_far": 0.10}  # DMimageDetection's
 AVERAGED = ("ap", "auc", "real_acc", "fake_acc", "bacc", "real_acc_at_0", "fake_acc_at_0", "bacc_at_0", "eer",
-            *FALSE_ALARM_RATES)
+            *FALSE_ALARM_RATES, *(f"{key}_matched" for key in MATCHED_KEYS))
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,12 @@ class EvaluateConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     test_sets: tuple[TestSet, ...] = (TestSet(name="test", split="test"),)
     sweeps: SweepConfig = field(default_factory=SweepConfig)
+    format_match: FormatMatch = field(default_factory=FormatMatch)  # every set also scored without the format cue
     watch: str = NOTHING_OUTSIDE  # the outside folder/archive it reads, a DVC dependency (common/watch.py)
 
     def __post_init__(self) -> None:
         self.scoring.check("evaluate.scoring")
+        self.format_match.check("evaluate.format_match")
         for index, test_set in enumerate(self.test_sets):
             test_set.check(f"evaluate.test_sets[{index}]")
         names = [test_set.name for test_set in self.test_sets if not test_set.root]  # a root's names: at run time
@@ -121,35 +125,44 @@ def run_evaluate(config: EvaluateConfig, *, model_path: Path, manifest_dir: Path
     model, payload = load_detector(model_path, device=device, arch=arch)
     crop_size = config.scoring.crop_size or payload["preprocessing"]["train_crop"]
 
-    def score(reals: list[ScoreItem], fakes: list[ScoreItem], name: str, degradation: Degradation) -> ScoredImages:
+    def score(reals: list[ScoreItem], fakes: list[ScoreItem], name: str, degradation: Degradation,
+              unmatched: Collection[str] | None = None) -> ScoredImages:
+        """Scores as delivered; with `unmatched` (format_match.py) also format-matched, NaN for those paths."""
         items = reals + fakes
         desc = name if degradation == NO_DEGRADATION else f"{name} {degradation.label}"
-        scores, rejects = score_images(model, items, protocol=config.scoring.protocol, crop_size=crop_size,
-                                       batch_size=config.scoring.batch_size, device=device,
-                                       stage=f"evaluate:{name}", desc=desc, degradation=degradation)
+        scores, matched, rejects = score_with_matched(model, items, protocol=config.scoring.protocol,
+                                                      crop_size=crop_size, batch_size=config.scoring.batch_size,
+                                                      device=device, stage=f"evaluate:{name}", desc=desc,
+                                                      degradation=degradation)
         labels = np.array([0] * len(reals) + [1] * len(fakes))
         kept = np.isfinite(scores)
+        if unmatched:
+            matched[[item.path in unmatched for item in items]] = np.nan
         return ScoredImages([item.path for item, keep in zip(items, kept, strict=True) if keep], labels[kept],
-                            scores[kept], rejects)
+                            scores[kept], rejects, matched[kept] if unmatched is not None else None)
 
     per_set, scored_sets, sweeps = {}, {}, {}
     for test_set in resolved_sets:
         name, reals, fakes = test_set.name, test_set.reals, test_set.fakes
-        scored = score(reals, fakes, name, NO_DEGRADATION)
+        matching = plan_matching(test_set, quality=config.format_match.quality)
+        scored = score(matching.reals, matching.fakes, name, NO_DEGRADATION, unmatched=matching.unmatched)
         scored = ScoredImages(scored.paths, scored.labels, scored.scores,
-                              sorted(test_set.rejects + scored.rejects, key=lambda r: r["path"]))
+                              sorted(test_set.rejects + scored.rejects, key=lambda r: r["path"]), scored.matched)
         for label, kind in ((0, "real"), (1, "fake")):
             if not (scored.labels == label).any():
                 raise DataError(f"test set '{name}': none of its {kind} images could be scored "
                                 f"({len(scored.rejects)} rejected, e.g. {scored.rejects[:1]})")
         scored_sets[name] = scored
-        per_set[name] = set_metrics(scored, threshold=threshold, rejected=len(scored.rejects))
+        per_set[name] = (set_metrics(scored, threshold=threshold, rejected=len(scored.rejects))
+                         | matched_metrics(scored.labels, scored.matched, threshold=threshold,
+                                           where=f"test set '{name}'") | {"unmatched": len(matching.unmatched)})
         if name == config.sweeps.test_set:
             for level in config.sweeps.levels():
                 degraded = score(reals, fakes, name, level)
                 sweeps[level.label] = {"kind": level.kind, "level": level.level,
                                        **set_metrics(degraded, threshold=threshold, rejected=len(degraded.rejects))}
     mean = {key: float(np.mean([metrics[key] for metrics in per_set.values()])) for key in AVERAGED}
-    totals = {key: sum(metrics[key] for metrics in per_set.values()) for key in ("n_real", "n_fake", "rejected")}
+    totals = {key: sum(metrics[key] for metrics in per_set.values())
+              for key in ("n_real", "n_fake", "rejected", "n_real_matched", "n_fake_matched", "unmatched")}
     summary = {"threshold": threshold, "protocol": config.scoring.protocol, **mean, **totals, "sets": per_set}
     return summary, scored_sets, sweeps

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ from aligned_forensics.common.io import write_csv
 from aligned_forensics.common.params import require
 from aligned_forensics.common.watch import NOTHING_OUTSIDE, check_watched
 from aligned_forensics.detector.metrics import Criterion, detection_metrics, select_threshold
+from aligned_forensics.evaluation.format_match import FormatMatch, matched_metrics, plan_matching
 from aligned_forensics.evaluation.scoring import decoded_batches
 from aligned_forensics.evaluation.threshold import calibration_items
 
@@ -39,6 +40,7 @@ Score = Literal["distance", "ratio"]
 EPSILON = 1e-3  # squared 8-bit levels: keeps the log finite when a round trip changes no pixel
 CALIBRATION = "calibration"  # the validation images' folder under data/reference, beside one per test set
 METRIC_KEYS = ("ap", "auc", "bacc", "real_acc", "fake_acc")
+MATCHED_METRIC_KEYS = tuple(f"{key}_matched" for key in METRIC_KEYS)  # the test sets', format-matched
 COUNT_KEYS = ("n_real", "n_fake", "rejected")
 
 
@@ -55,6 +57,7 @@ class ReferenceConfig:
     batch_size: int = 16  # same-size images per forward pass on a GPU (a CPU runs one at a time, as reconstruct)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     test_sets: tuple[TestSet, ...] = (TestSet(name="test", split="test"),)  # as evaluate.test_sets
+    format_match: FormatMatch = field(default_factory=FormatMatch)  # as evaluate.format_match
     watch: str = NOTHING_OUTSIDE  # the outside folder/archive it reads, a DVC dependency (common/watch.py)
 
     def __post_init__(self) -> None:
@@ -63,6 +66,7 @@ class ReferenceConfig:
         require(self.n_per_class >= 1, "reference.n_per_class", "an integer >= 1", self.n_per_class)
         require(0 <= self.target_fpr <= 1, "reference.target_fpr", "a rate in [0, 1]", self.target_fpr)
         require(self.batch_size >= 1, "reference.batch_size", "an integer >= 1", self.batch_size)
+        self.format_match.check("reference.format_match")
         for index, test_set in enumerate(self.test_sets):
             test_set.check(f"reference.test_sets[{index}]")
         names = [test_set.name for test_set in self.test_sets if not test_set.root]  # a root's names: at run time
@@ -78,10 +82,16 @@ class ReferenceScores:
     labels: np.ndarray  # (N,) 0 real, 1 fake
     errors: np.ndarray  # (N, 2) e1, e2 in squared 8-bit levels; e2 is NaN when no score needs it
     rejects: list[dict[str, str]]
+    matched_errors: np.ndarray | None = None  # (N, 2) the same, format-matched (format_match.py); NaN: unmatched
 
     def score(self, name: Score) -> np.ndarray:
         """(N,) the named score of every image."""
         return reference_score(self.errors, name)
+
+    def matched_score(self, name: Score) -> np.ndarray:
+        """(N,) the named score of every image with the format cue removed (NaN where it cannot be matched)."""
+        assert self.matched_errors is not None, "scored without format matching"
+        return reference_score(self.matched_errors, name)
 
 
 def reference_score(errors: np.ndarray, name: Score) -> np.ndarray:
@@ -114,22 +124,32 @@ def roundtrip_errors(autoencoder: torch.nn.Module, pixels: torch.Tensor, *, twic
 
 
 def score_items(autoencoder: torch.nn.Module, items: Sequence[ScoreItem], *, twice: bool, batch_size: int,
-                per_image: bool, device: torch.device, stage: str) -> tuple[np.ndarray, list[dict[str, str]]]:
-    """(N, 2) errors per item (NaN rows for undecodable files, which are also returned as rejects labelled `stage`).
+                per_image: bool, device: torch.device, stage: str
+                ) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
+    """(N, 2) errors per item as delivered and format-matched (each item re-encoded with its `match`, from the
+    same decoded pixels; an item without one keeps its delivered errors); NaN rows for undecodable files, which
+    are also returned as rejects labelled `stage`.
 
     Images are decoded like the reconstruct stage's reals (decode_rgb, at the recorded size), batched by size."""
-    errors = np.full((len(items), 2), np.nan)
+    errors, matched_errors = np.full((len(items), 2), np.nan), np.full((len(items), 2), np.nan)
     rejects: list[dict[str, str]] = []
-    for kept, images in decoded_batches(items, size_of=lambda item: (item.height, item.width), batch_size=batch_size,
-                                        stage=stage, desc=stage, rejects=rejects):
+    for kept, images, matched in decoded_batches(items, size_of=lambda item: (item.height, item.width),
+                                                 batch_size=batch_size, stage=stage, desc=stage, rejects=rejects):
         pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)  # (B, 3, H, W) uint8
         result = checked_errors(autoencoder, pixels, twice=twice, per_image=per_image)
         if isinstance(result, str):  # one size per batch: every image of it fails alike
             log.warning("%s: %d image(s) rejected: %s", stage, len(kept), result)
             rejects.extend({"path": items[i].path, "stage": stage, "reason": result} for i in kept)
-        else:
-            errors[kept] = result
-    return errors, rejects
+            continue
+        errors[kept] = result
+        if matched:
+            pixels = torch.from_numpy(np.stack([image for _, image in matched])).permute(0, 3, 1, 2).to(device)
+            result = checked_errors(autoencoder, pixels, twice=twice, per_image=per_image)
+            if not isinstance(result, str):  # the same size as the delivered images, which passed
+                matched_errors[[kept[position] for position, _ in matched]] = result
+    as_delivered = np.array([item.match is None for item in items], dtype=bool)
+    matched_errors[as_delivered] = errors[as_delivered]
+    return errors, matched_errors, rejects
 
 
 def checked_errors(autoencoder: torch.nn.Module, pixels: torch.Tensor, *, twice: bool,
@@ -149,15 +169,21 @@ def checked_errors(autoencoder: torch.nn.Module, pixels: torch.Tensor, *, twice:
 
 def score_pairs(autoencoder: torch.nn.Module, reals: list[ScoreItem], fakes: list[ScoreItem], *, twice: bool,
                 batch_size: int, per_image: bool, device: torch.device, stage: str,
-                rejects: Sequence[dict[str, str]] = ()) -> ReferenceScores:
-    """Errors of `reals` and `fakes`; `rejects` (found before decoding) join the decode rejects."""
+                rejects: Sequence[dict[str, str]] = (), unmatched: Collection[str] | None = None) -> ReferenceScores:
+    """Errors of `reals` and `fakes`; `rejects` (found before decoding) join the decode rejects.
+
+    With `unmatched` (the paths format matching left out, format_match.py) the format-matched errors are kept
+    too, NaN for those paths."""
     items = reals + fakes
-    errors, decode_rejects = score_items(autoencoder, items, twice=twice, batch_size=batch_size, per_image=per_image,
-                                         device=device, stage=stage)
+    errors, matched_errors, decode_rejects = score_items(autoencoder, items, twice=twice, batch_size=batch_size,
+                                                         per_image=per_image, device=device, stage=stage)
     labels = np.array([0] * len(reals) + [1] * len(fakes))
     kept = np.isfinite(errors[:, 0])
+    if unmatched:
+        matched_errors[[item.path in unmatched for item in items]] = np.nan
     scored = ReferenceScores([item.path for item, keep in zip(items, kept, strict=True) if keep], labels[kept],
-                             errors[kept], sorted([*rejects, *decode_rejects], key=lambda r: r["path"]))
+                             errors[kept], sorted([*rejects, *decode_rejects], key=lambda r: r["path"]),
+                             matched_errors[kept] if unmatched is not None else None)
     for label, kind in ((0, "real"), (1, "fake")):
         if not (scored.labels == label).any():
             raise DataError(f"{stage}: none of its {kind} images could be scored ({len(scored.rejects)} rejected, "
@@ -165,16 +191,26 @@ def score_pairs(autoencoder: torch.nn.Module, reals: list[ScoreItem], fakes: lis
     return scored
 
 
-def score_metrics(scored: ReferenceScores, name: Score, *, threshold: float) -> dict[str, float]:
-    """AP, AUC and real/fake/balanced accuracy of one score at its threshold."""
+def score_metrics(scored: ReferenceScores, name: Score, *, threshold: float, where: str = "") -> dict[str, float]:
+    """AP, AUC and real/fake/balanced accuracy of one score at its threshold (and format-matched, when scored)."""
     metrics = detection_metrics(scored.labels, scored.score(name), threshold=threshold)
-    return {key: metrics[key] for key in METRIC_KEYS}
+    values = {key: metrics[key] for key in METRIC_KEYS}
+    if scored.matched_errors is not None:
+        matched = matched_metrics(scored.labels, scored.matched_score(name), threshold=threshold,
+                                  where=f"reference set '{where}'")
+        values |= {key: matched[key] for key in MATCHED_METRIC_KEYS}
+    return values
 
 
 def counts(scored: ReferenceScores) -> dict[str, int]:
-    """Images scored per class and rejected."""
-    return {"n_real": int((scored.labels == 0).sum()), "n_fake": int((scored.labels == 1).sum()),
-            "rejected": len(scored.rejects)}
+    """Images scored per class and rejected (and, format-matched, per class)."""
+    values = {"n_real": int((scored.labels == 0).sum()), "n_fake": int((scored.labels == 1).sum()),
+              "rejected": len(scored.rejects)}
+    if scored.matched_errors is not None:
+        kept = np.isfinite(scored.matched_errors[:, 0])
+        values |= {"n_real_matched": int((scored.labels[kept] == 0).sum()),
+                   "n_fake_matched": int((scored.labels[kept] == 1).sum())}
+    return values
 
 
 def run_reference(config: ReferenceConfig, *, autoencoder_dir: Path, manifest_dir: Path,
@@ -202,17 +238,20 @@ def run_reference(config: ReferenceConfig, *, autoencoder_dir: Path, manifest_di
     scored = {CALIBRATION: score_pairs(autoencoder, reals, fakes, stage=f"reference:{CALIBRATION}", **options)}
     for test_set in test_sets:
         stage = f"reference:{test_set.name}"
-        scored[test_set.name] = score_pairs(autoencoder, test_set.reals, test_set.fakes, stage=stage,
+        matching = plan_matching(test_set, quality=config.format_match.quality)
+        scored[test_set.name] = score_pairs(autoencoder, matching.reals, matching.fakes, stage=stage,
                                             rejects=[reject | {"stage": stage} for reject in test_set.rejects],
-                                            **options)
+                                            unmatched=matching.unmatched, **options)
     seconds = time.perf_counter() - started
     calibration, sets = scored[CALIBRATION], {name: s for name, s in scored.items() if name != CALIBRATION}
     metrics: dict[str, Any] = {"counts": {name: counts(s) for name, s in scored.items()}}
     for name in config.scores:
         threshold = select_threshold(calibration.labels, calibration.score(name), criterion=config.criterion,
                                      target_fpr=config.target_fpr, fixed=config.fixed)  # val only
-        per_set = {set_name: score_metrics(s, name, threshold=threshold) for set_name, s in sets.items()}
-        mean = {key: float(np.mean([values[key] for values in per_set.values()])) for key in METRIC_KEYS}
+        per_set = {set_name: score_metrics(s, name, threshold=threshold, where=set_name)
+                   for set_name, s in sets.items()}
+        mean = {key: float(np.mean([values[key] for values in per_set.values()]))
+                for key in (*METRIC_KEYS, *MATCHED_METRIC_KEYS)}
         metrics[name] = {"threshold": threshold, CALIBRATION: score_metrics(calibration, name, threshold=threshold),
                          **mean, "sets": per_set}
     images = sum(len(s.paths) for s in scored.values())
@@ -224,16 +263,29 @@ def run_reference(config: ReferenceConfig, *, autoencoder_dir: Path, manifest_di
 
 
 def write_reference_scores(folder: Path, scored: ReferenceScores, *, thresholds: Mapping[str, float]) -> None:
-    """folder/scores.csv (errors, each score and its call at its threshold) and folder/rejects.csv."""
+    """folder/scores.csv (errors, each score and its call at its threshold; format-matched errors and scores when
+    scored so, blank where unmatched) and folder/rejects.csv."""
     names = list(thresholds)
     values = {name: scored.score(name) for name in names}
+    matched = scored.matched_errors is not None
+    matched_values = {name: scored.matched_score(name) for name in names} if matched else {}
+
+    def number(value: float) -> str:
+        return f"{value:.6f}" if np.isfinite(value) else ""
+
     rows = []
     for index, (path, label, (e1, e2)) in enumerate(zip(scored.paths, scored.labels, scored.errors, strict=True)):
-        row = {"path": path, "label": "fake" if label else "real", "e1": f"{e1:.6f}",
-               "e2": f"{e2:.6f}" if np.isfinite(e2) else ""}
+        row = {"path": path, "label": "fake" if label else "real", "e1": f"{e1:.6f}", "e2": number(e2)}
         for name in names:
             row[name] = f"{values[name][index]:.6f}"
             row[f"called_{name}"] = "fake" if values[name][index] > thresholds[name] else "real"
+        if matched:
+            row |= {"e1_matched": number(scored.matched_errors[index, 0]),
+                    "e2_matched": number(scored.matched_errors[index, 1])}
+            row |= {f"{name}_matched": number(matched_values[name][index]) for name in names}
         rows.append(row)
-    write_csv(folder / "scores.csv", rows, ("path", "label", "e1", "e2", *names, *(f"called_{n}" for n in names)))
+    columns = ["path", "label", "e1", "e2", *names, *(f"called_{n}" for n in names)]
+    if matched:
+        columns += ["e1_matched", "e2_matched", *(f"{n}_matched" for n in names)]
+    write_csv(folder / "scores.csv", rows, columns)
     write_csv(folder / "rejects.csv", scored.rejects, ("path", "stage", "reason"))

@@ -49,6 +49,7 @@ def _report_lines(config: ReportConfig, *, metrics_dir: Path) -> str:
              f"{threshold['bacc']:.4f} (at logit 0: {threshold['bacc_at_0']:.4f}).", "",
              "## Test sets", "", summary_table(evaluation).rstrip(), ""]
     lines += [f"![{name}](eval/curves/{name}.png)" for name in evaluation["sets"]]
+    lines += format_section(read, detector=evaluation)
     sweeps = read("eval/sweeps.json", missing_ok=True)
     if sweeps:
         lines += ["", "## Robustness", "", "| level | mean P(fake) reals | mean P(fake) fakes | bacc | AP |",
@@ -64,7 +65,30 @@ def _report_lines(config: ReportConfig, *, metrics_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-REFERENCE_COLUMNS = ("ap", "auc", "bacc", "real_acc", "fake_acc")
+REFERENCE_COLUMNS = ("ap", "ap_matched", "auc", "auc_matched", "bacc", "bacc_matched", "real_acc", "fake_acc")
+
+
+def format_section(read, *, detector: dict[str, Any]) -> list[str]:
+    """Per detector, one line: how much of its mean test AP the file format explains (format_match.py)."""
+    scorers = [("detector", detector)]
+    positive = read("stay_positive/info/eval.json", missing_ok=True)
+    if positive:
+        scorers.append(("stay-positive detector", positive))
+    reference = read("info/reference.json", missing_ok=True)
+    scorers += [(f"reference `{score}`", values) for score, values in reference.items() if score != "counts"]
+    lines = ["", "## The file format's share", "",
+             "Each test set scored again with the format cue removed (docs/format-matched-evaluation.md): a fake "
+             "re-encoded with its own real's JPEG compression; unpaired sets, both classes at one JPEG quality. "
+             "Mean over the test sets:", ""]
+    return lines + [f"* {name}: {format_share(values['ap'], values['ap_matched'])}." for name, values in scorers]
+
+
+def format_share(delivered_ap: float, matched_ap: float) -> str:
+    """One sentence: how much of the AP the file format explains."""
+    drop = delivered_ap - matched_ap
+    verdict = (f"the file format accounts for {drop:.3f} of the AP" if drop >= 0 else
+               f"removing the format cue raises the AP by {-drop:.3f}")
+    return f"AP {delivered_ap:.3f} as delivered, {matched_ap:.3f} with the format cue removed: {verdict}"
 
 
 def reference_section(reference: dict[str, Any], *, detector: dict[str, Any]) -> list[str]:
@@ -83,7 +107,7 @@ def reference_section(reference: dict[str, Any], *, detector: dict[str, Any]) ->
     return lines
 
 
-COMPARED = ("ap", "auc", "bacc", "real_acc", "fake_acc", "bacc_at_0", "eer", "pd_at_5pct_far")
+COMPARED = ("ap", "ap_matched", "auc", "bacc", "real_acc", "fake_acc", "bacc_at_0", "eer", "pd_at_5pct_far")
 
 
 def stay_positive_section(read, *, base: dict[str, Any], base_sweeps: dict[str, Any]) -> list[str]:
@@ -140,8 +164,8 @@ def _reader(metrics_dir: Path):
 
 def summary_table(metrics: dict[str, Any]) -> str:
     """A markdown table: one row per test set and the mean."""
-    columns = ("n_real", "n_fake", "ap", "auc", "real_acc", "fake_acc", "bacc", "bacc_at_0", "eer", "pd_at_1pct_far",
-               "pd_at_5pct_far", "pd_at_10pct_far")
+    columns = ("n_real", "n_fake", "ap", "ap_matched", "auc", "auc_matched", "real_acc", "fake_acc", "bacc",
+               "bacc_matched", "bacc_at_0", "eer", "pd_at_1pct_far", "pd_at_5pct_far", "pd_at_10pct_far")
     lines = ["| set | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
     rows = [*metrics["sets"].items(), ("**mean**", metrics)]
     for name, values in rows:

@@ -21,6 +21,7 @@ from aligned_forensics.common.prefetch import prefetch_map
 from aligned_forensics.common.progress import progress_bar
 from aligned_forensics.detector.preprocessing import center_crop, to_normalised_tensor
 from aligned_forensics.evaluation.degradations import NO_DEGRADATION, Degradation
+from aligned_forensics.evaluation.format_match import reencode
 
 Protocol = Literal["full", "center_crop"]
 
@@ -42,8 +43,10 @@ class ScoringOptions:
 def decoded_batches(
     items: Sequence[ScoreItem], *, size_of: Callable[[ScoreItem], tuple[int, int]], batch_size: int, stage: str,
     desc: str, rejects: list[dict[str, str]], prepare: Callable[[np.ndarray], Any] = lambda image: image,
-) -> Iterator[tuple[list[int], list[Any]]]:
-    """Yield (item indices, prepared images) per batch of equal `size_of`, decoded on a thread beside the model.
+) -> Iterator[tuple[list[int], list[Any], list[tuple[int, Any]]]]:
+    """Yield (item indices, prepared images, matched) per batch of equal `size_of`, decoded on a thread beside the
+    model; `matched` holds (position in the batch, prepared image) of each item with a `match`, re-encoded with it
+    from the same decoded pixels (format_match.py).
 
     Undecodable files are appended to `rejects` (labelled `stage`) and left out of their batch."""
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -52,22 +55,24 @@ def decoded_batches(
     batches = [indices[i:i + batch_size] for _, indices in sorted(groups.items())
                for i in range(0, len(indices), batch_size)]
 
-    def load(chunk: list[int]) -> tuple[list[int], list[Any]]:
-        kept, images = [], []
+    def load(chunk: list[int]) -> tuple[list[int], list[Any], list[tuple[int, Any]]]:
+        kept, images, matched = [], [], []
         for index in chunk:
             item = items[index]
             image, reason = decode_expected(Path(item.path), height=item.height, width=item.width)
             if image is None:
                 rejects.append({"path": item.path, "stage": stage, "reason": reason})
-            else:
-                kept.append(index)
-                images.append(prepare(image))
-        return kept, images
+                continue
+            if item.match is not None:
+                matched.append((len(kept), prepare(reencode(image, item.match))))
+            kept.append(index)
+            images.append(prepare(image))
+        return kept, images, matched
 
     with ThreadPoolExecutor(2) as pool, progress_bar(total=len(items), desc=desc, unit="img") as progress:
-        for chunk, (kept, images) in zip(batches, prefetch_map(pool, load, batches), strict=True):
+        for chunk, (kept, images, matched) in zip(batches, prefetch_map(pool, load, batches), strict=True):
             if kept:
-                yield kept, images
+                yield kept, images, matched
             progress.update(len(chunk))
 
 
@@ -79,6 +84,19 @@ def score_images(
     """Logit per item (NaN for undecodable files, which are also returned as rejects labelled `stage`).
 
     Full images are batched by size (one forward pass per batch of equal sizes, not per image)."""
+    scores, _, rejects = score_with_matched(model, items, protocol=protocol, crop_size=crop_size,
+                                            batch_size=batch_size, device=device, stage=stage, desc=desc,
+                                            degradation=degradation)
+    return scores, rejects
+
+
+@torch.inference_mode()
+def score_with_matched(
+    model: torch.nn.Module, items: Sequence[ScoreItem], *, protocol: Protocol, crop_size: int, batch_size: int,
+    device: torch.device, stage: str, desc: str = "score", degradation: Degradation = NO_DEGRADATION,
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
+    """(logits as delivered, logits format-matched, rejects): as score_images, plus the logit of each item
+    re-encoded with its `match` (decoded once for both); an item without one keeps its delivered logit."""
     def size_of(item: ScoreItem) -> tuple[int, int]:
         return (crop_size, crop_size) if protocol == "center_crop" else degradation.output_size(item.height,
                                                                                                   item.width)
@@ -87,20 +105,28 @@ def score_images(
         image = degradation.apply(image)
         return to_normalised_tensor(center_crop(image, crop_size) if protocol == "center_crop" else image)
 
-    scores = np.full(len(items), np.nan)
-    rejects: list[dict[str, str]] = []
-    model.eval()
-    for kept, tensors in decoded_batches(items, size_of=size_of, batch_size=batch_size, stage=stage, desc=desc,
-                                         rejects=rejects, prepare=prepare):
+    def forward(tensors: list[torch.Tensor], indices: list[int]) -> np.ndarray:
         batch = torch.stack(tensors)  # (B, 3, H, W)
-        logits = split_on_oom(lambda start, stop, batch=batch: model(batch[start:stop].to(device)).float().cpu(),
-                              len(kept), what=f"one {batch.shape[-1]}x{batch.shape[-2]} image",
+        logits = split_on_oom(lambda start, stop: model(batch[start:stop].to(device)).float().cpu(),
+                              len(indices), what=f"one {batch.shape[-1]}x{batch.shape[-2]} image",
                               param=batch_size_param(stage)).numpy()  # (B,)
         if not np.isfinite(logits).all():
-            bad = [items[i].path for i, value in zip(kept, logits, strict=True) if not np.isfinite(value)]
+            bad = [items[i].path for i, value in zip(indices, logits, strict=True) if not np.isfinite(value)]
             raise DataError(f"the detector returned NaN/inf scores for {len(bad)} image(s), e.g. {bad[:3]}")
-        scores[kept] = logits
-    return scores, rejects
+        return logits
+
+    scores, matched_scores = np.full(len(items), np.nan), np.full(len(items), np.nan)
+    rejects: list[dict[str, str]] = []
+    model.eval()
+    for kept, tensors, matched in decoded_batches(items, size_of=size_of, batch_size=batch_size, stage=stage,
+                                                  desc=desc, rejects=rejects, prepare=prepare):
+        scores[kept] = forward(tensors, kept)
+        if matched:
+            indices = [kept[position] for position, _ in matched]
+            matched_scores[indices] = forward([tensor for _, tensor in matched], indices)
+    as_delivered = np.array([item.match is None for item in items], dtype=bool)
+    matched_scores[as_delivered] = scores[as_delivered]
+    return scores, matched_scores, rejects
 
 
 def batch_size_param(stage: str) -> str:

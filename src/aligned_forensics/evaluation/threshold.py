@@ -51,13 +51,23 @@ class ScoredImages:
     labels: np.ndarray  # (N,) 0 real, 1 fake
     scores: np.ndarray  # (N,) logits, finite
     rejects: list[dict[str, str]]
+    matched: np.ndarray | None = None  # (N,) logits with the format cue removed (format_match.py); NaN: unmatched
 
     def table(self, threshold: float) -> list[dict[str, Any]]:
-        """Rows for scores.csv: path, label, logit, P(fake), decision at `threshold`."""
+        """Rows for scores.csv: path, label, logit, P(fake), decision at `threshold` (and the format-matched
+        logit, blank where unmatched, when scored so)."""
         probability = 1.0 / (1.0 + np.exp(-self.scores))
-        return [{"path": path, "label": "fake" if label else "real", "logit": f"{score:.6f}",
+        rows = [{"path": path, "label": "fake" if label else "real", "logit": f"{score:.6f}",
                  "probability_fake": f"{p:.6f}", "called": "fake" if score > threshold else "real"}
                 for path, label, score, p in zip(self.paths, self.labels, self.scores, probability, strict=True)]
+        if self.matched is not None:
+            for row, value in zip(rows, self.matched, strict=True):
+                row["logit_matched"] = f"{value:.6f}" if np.isfinite(value) else ""
+        return rows
+
+    def columns(self) -> tuple[str, ...]:
+        """The columns of table()."""
+        return SCORE_COLUMNS if self.matched is None else (*SCORE_COLUMNS, "logit_matched")
 
 
 SCORE_COLUMNS = ("path", "label", "logit", "probability_fake", "called")
@@ -65,7 +75,7 @@ SCORE_COLUMNS = ("path", "label", "logit", "probability_fake", "called")
 
 def write_scores(folder: Path, scored: ScoredImages, *, threshold: float) -> None:
     """folder/scores.csv (one row per image) and folder/rejects.csv (images that could not be scored)."""
-    write_csv(folder / "scores.csv", scored.table(threshold), SCORE_COLUMNS)
+    write_csv(folder / "scores.csv", scored.table(threshold), scored.columns())
     write_csv(folder / "rejects.csv", scored.rejects, ("path", "stage", "reason"))
 
 
