@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from sklearn.metrics import average_precision_score, roc_auc_score
 
-from aligned_forensics.common.io import read_csv
+from aligned_forensics.common.compression import encode_like, read_compression
+from aligned_forensics.common.images import decode_rgb
+from aligned_forensics.common.io import read_csv, write_csv
 from aligned_forensics.evaluation.predict import main as predict_main
 from tests.stages.conftest import stage_main
 
@@ -28,7 +31,7 @@ def folders(workspace, tmp_path):
     return tmp_path / "bench"
 
 
-def run_evaluate(workspace, tmp_path, monkeypatch, test_sets):
+def run_evaluate(workspace, tmp_path, monkeypatch, test_sets, *extra: str):
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["evaluate"]["test_sets"] = test_sets
     params["evaluate"]["watch"] = str(tmp_path)  # outside the pipeline's outputs: DVC must watch it
@@ -36,7 +39,59 @@ def run_evaluate(workspace, tmp_path, monkeypatch, test_sets):
     monkeypatch.chdir(workspace)  # manifests hold repository-relative paths; outputs go to tmp_path
     return stage_main("evaluate")(["--params", str(tmp_path / "params.yaml"), "--metrics",
                                    str(tmp_path / "metrics/eval.json"), "--plots", str(tmp_path / "metrics/eval"),
-                                   "--scores", str(tmp_path / "data/evaluate")])
+                                   "--scores", str(tmp_path / "data/evaluate"), *extra])
+
+
+def recomputed(rows: list[dict[str, str]], column: str, threshold: float) -> dict[str, float]:
+    """AP, AUC and balanced accuracy at `threshold` of one score column of a written scores.csv."""
+    labels = np.array([row["label"] == "fake" for row in rows], dtype=int)
+    scores = np.array([float(row[column]) for row in rows])
+    called = scores > threshold
+    return {"ap": average_precision_score(labels, scores), "auc": roc_auc_score(labels, scores),
+            "bacc": (np.mean(~called[labels == 0]) + np.mean(called[labels == 1])) / 2}
+
+
+def test_matched_figures_are_declared_and_equal_a_recomputation_from_the_scores(workspace, folders, tmp_path,
+                                                                                monkeypatch):
+    """The manifest's test split (JPEG reals, PNG fakes: each fake in its real's JPEG format) and the same images
+    as folders (unpaired: both classes at JPEG quality 96)."""
+    sets = [{"name": "test", "split": "test"},
+            {"name": "gen_a", "real": str(folders / "real"), "fake": str(folders / "gen_a")}]
+    assert run_evaluate(workspace, tmp_path, monkeypatch, sets) == 0
+    declared = json.loads((tmp_path / "metrics/eval.json").read_text())
+    metrics = json.loads((tmp_path / "metrics/info/eval.json").read_text())
+    for name in ("test", "gen_a"):
+        rows = read_csv(tmp_path / "data/evaluate" / name / "scores.csv")
+        expected = recomputed(rows, "logit_matched", metrics["threshold"])
+        for key in ("ap", "auc", "bacc"):
+            assert declared["sets"][name][f"{key}_matched"] == pytest.approx(expected[key], abs=1e-4), (name, key)
+            assert metrics["sets"][name][f"{key}_matched"] == pytest.approx(expected[key], abs=1e-5), (name, key)
+        delivered = recomputed(rows, "logit", metrics["threshold"])
+        assert declared["sets"][name]["ap"] == pytest.approx(delivered["ap"], abs=1e-4)
+        changed = {row["label"] for row in rows if row["logit_matched"] != row["logit"]}
+        assert changed == ({"fake"} if name == "test" else {"real", "fake"})  # paired: reals as delivered
+    for key in ("ap_matched", "auc_matched", "bacc_matched"):
+        assert declared[key] == pytest.approx(np.mean([s[key] for s in metrics["sets"].values()]), abs=1e-4)
+    summary = (tmp_path / "metrics/eval/summary.md").read_text()
+    assert "ap_matched" in summary.splitlines()[0]
+
+
+def test_jpeg_fakes_written_like_their_reals_are_scored_as_they_are(workspace, tmp_path, monkeypatch):
+    """reconstruct.format: match writes each fake as <stem>.jpg with its real's tables: nothing left to match."""
+    rows = read_csv(workspace / "data/manifest/test.csv")
+    for row in rows:
+        real = workspace / row["real_path"]
+        fake = tmp_path / "fake" / f"{row['stem']}.jpg"
+        fake.parent.mkdir(parents=True, exist_ok=True)
+        fake.write_bytes(encode_like(decode_rgb(workspace / row["fake_path"]), read_compression(real)))
+        row["fake_path"] = str(fake)
+    write_csv(tmp_path / "manifest/test.csv", rows, tuple(rows[0]))
+    assert run_evaluate(workspace, tmp_path, monkeypatch, [{"name": "test", "split": "test"}],
+                        "--manifest", str(tmp_path / "manifest")) == 0
+    scores = read_csv(tmp_path / "data/evaluate/test/scores.csv")
+    assert len(scores) == 2 * len(rows) and all(row["logit_matched"] == row["logit"] for row in scores)
+    declared = json.loads((tmp_path / "metrics/eval.json").read_text())
+    assert declared["ap_matched"] == declared["ap"] and declared["bacc_matched"] == declared["bacc"]
 
 
 def test_several_test_sets_and_their_mean(workspace, folders, tmp_path, monkeypatch):
