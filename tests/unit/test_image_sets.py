@@ -59,13 +59,41 @@ def test_reals_beside_generators_give_one_set_per_generator(tmp_path):
         assert len(fakes) == 2 and all(p.parent.parent.name == name for p in fakes)  # recursive, no .txt
 
 
-def test_several_real_folders_are_pooled_and_real_folder_names_the_one(tmp_path):
+def test_several_real_folders_stop_until_real_folder_names_them(tmp_path):
     root = beside_layout(tmp_path / "bench", generators=("sd",))
-    write_image(root / "real_coco_valid" / "c.png", 50)
-    (name, reals, _), = benchmark_layout(root)
-    assert name == "sd" and len(reals) == 4  # 'real' and 'real_coco_valid' both hold reals
+    write_image(root / "reals" / "c.png", 50)
+    with pytest.raises(DataError, match=r"several real folders \['real', 'reals'\].*-S '…real_folder=real'"):
+        benchmark_layout(root)
     names = [name for name, _, _ in benchmark_layout(root, real_folder="real")]
-    assert names == ["real_coco_valid", "sd"]  # only the named folder is real: the other is a "generator"
+    assert names == ["reals", "sd"]  # only the named folder is real: the other is a "generator"
+    (name, reals, _), = benchmark_layout(root, real_folder="real, reals")  # comma-separated: pooled
+    assert name == "sd" and len(reals) == 4
+
+
+@pytest.mark.parametrize("generator", ["RealVisXL", "dreamlike-photoreal-2.0", "realistic-vision", "real_fake"])
+def test_a_generator_whose_name_contains_real_is_scored_as_fakes(tmp_path, generator, caplog):
+    root = beside_layout(tmp_path / "bench", generators=("sd", generator))
+    sets = {name: (reals, fakes) for name, reals, fakes in benchmark_layout(root)}
+    assert sorted(sets) == sorted(["sd", generator])
+    reals, fakes = sets[generator]
+    assert {p.parent.name for p in reals} == {"real"}  # the reals are the `real` folder's, and only those
+    assert {p.parent.parent.name for p in fakes} == {generator}  # its own images are fakes
+    assert f"'{generator}' is scored as a generator" in caplog.text
+
+
+def test_a_root_without_an_exact_real_folder_stops_with_the_fix(tmp_path):
+    root = beside_layout(tmp_path / "bench", generators=("sd", "RealVisXL"), reals=0)
+    for i in range(2):
+        write_image(root / "real_coco_valid" / f"c{i}.png", 60 + i)
+    with pytest.raises(DataError) as error:
+        benchmark_layout(root)
+    message = str(error.value)
+    assert "no real folder" in message and "['RealVisXL', 'real_coco_valid', 'sd']" in message
+    assert "-S '…real_folder=RealVisXL,real_coco_valid'" in message  # the candidates, to edit down
+    (name, reals, _), (other, _, _) = benchmark_layout(root, real_folder="real_coco_valid")
+    assert (name, other, len(reals)) == ("RealVisXL", "sd", 2)
+    with pytest.raises(DataError, match=r"names \['real_ucid'\], which is not a folder there"):
+        benchmark_layout(root, real_folder="real_coco_valid,real_ucid")
 
 
 def test_the_dmimagedetection_layout_keeps_each_generators_reals(tmp_path):
@@ -77,7 +105,7 @@ def test_the_dmimagedetection_layout_keeps_each_generators_reals(tmp_path):
 def test_layout_errors_say_what_was_found(tmp_path):
     (tmp_path / "odd" / "a").mkdir(parents=True)
     (tmp_path / "odd" / "b").mkdir()
-    with pytest.raises(DataError, match=r"found \['a', 'b'\] inside each generator|expected a real subfolder"):
+    with pytest.raises(DataError, match=r"has no real folder: none of \['a', 'b'\]"):
         benchmark_layout(tmp_path / "odd")
     root = beside_layout(tmp_path / "bench")
     (root / "empty_generator").mkdir()
