@@ -213,6 +213,25 @@ def test_outside_paths_must_be_watched(tmp_path):
                   section="evaluate")
 
 
+def test_the_pipelines_own_images_need_no_watch_but_fetch_must_watch_its_folders(tmp_path, monkeypatch):
+    """Outside reals scored against the pipeline's fakes: only the reals need the watch (the manifest pins every
+    fake); fetch, first in the pipeline, watches every folder it reads."""
+    monkeypatch.chdir(tmp_path)  # the project: stages run in its root
+    reals = beside_layout(tmp_path / "outside" / "bench") / "real"
+    reads = [("evaluate.test_sets[1]", str(reals), ""), ("evaluate.test_sets[1]", "data/fake/test", "")]
+    check_watched(reads, watch=str(reals), section="evaluate")
+    with pytest.raises(ParamsError) as error:
+        check_watched(reads, watch="data/manifest", section="evaluate")
+    message = str(error.value)
+    assert f"{reals} is not written by the pipeline (data/real, data/fake) and not inside evaluate.watch," in message
+    assert "(now" not in message  # the default watches nothing outside: no path to report
+    with pytest.raises(ParamsError, match=r"'evaluate.test_sets\[1\]': data/reference is not written by"):
+        check_watched([("evaluate.test_sets[1]", "data/reference", "")], watch=str(reals), section="evaluate")
+    with pytest.raises(ParamsError, match=r"'fetch.sources\[0\].path': data/fake is not inside fetch.watch"):
+        check_watched([("fetch.sources[0].path", "data/fake", "")], watch="stages/fetch.py", section="fetch",
+                      pipeline_folders=())
+
+
 def _brute_force_roc(labels, scores):
     """(fpr, tpr) at every candidate threshold, counted one threshold at a time, from high to low thresholds."""
     points = [rates_at(labels, scores, t) for t in candidate_thresholds(scores)[::-1]]
