@@ -4,12 +4,16 @@ PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 RUN := PATH="$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: setup demo test test-fast lint clean-demo
+.PHONY: setup browser demo test test-fast lint clean-demo
 
 setup: $(VENV)/.installed .dvc/plots/offline.html
 
 .dvc/plots/offline.html: $(VENV)/.installed  # lets `dvc plots show` render without internet
 	$(BIN)/python -m aligned_forensics.common.offline_plots --out $@
+
+browser:  ## optional, Debian as root: headless Chromium (~100 MB), for the test that draws every plot (else skipped)
+	command -v chromium-headless-shell >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium-headless-shell; }
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -18,7 +18,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 # Small enough to run every stage in seconds on 2 CPU cores, large enough that each split has both classes.
 TINY_PARAMS = {
     "fetch": {"seed": 0, "sources": [{"kind": "samples", "crops_per_photo": 4, "min_side": 32, "max_side": 48,
-                                      "val_groups": 2, "test_groups": 2, "jpeg_quality": 90}]},
+                                      "val_groups": 2, "test_groups": 2, "jpeg_quality": 90}],
+              "watch": "stages/fetch.py"},
     "autoencoder": {"kind": "random", "path": "", "seed": 0, "channels": [8, 8, 8, 8], "latent_channels": 4},
     "reconstruct": {"seed": 42, "sample": "sample", "batch_size": 4, "device": "cpu", "io_threads": 2},
     "manifest": {"verify_decode": True},

@@ -85,7 +85,8 @@ HOSTILE = {
 
 def run_fetch_stage(folder: Path, source: dict, caplog, *extra: str) -> int:
     """The fetch stage's main() in `folder` with one source; its downloads cache under folder/downloads."""
-    (folder / "params.yaml").write_text(yaml.safe_dump({"fetch": {"seed": 0, "sources": [source]}}))
+    params = {"fetch": {"seed": 0, "sources": [source], "watch": str(folder)}}
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
     with caplog.at_level(logging.INFO):
         return stage_main("fetch")(["--params", str(folder / "params.yaml"), "--out", str(folder / "data/real"),
                                     "--index", str(folder / "data/fetch/index.csv"),

@@ -46,7 +46,7 @@ def corpus_run(tmp_path_factory) -> Path:
     params["fetch"] = {"seed": 0, "sources": [
         {"kind": "folder", "path": str(folder / "photos"), "prefix": "ok", "val_fraction": 0.3, "test_fraction": 0.2},
         {"kind": "folder", "path": str(folder / "corpus"), "prefix": "bad", "val_fraction": 0.3,
-         "test_fraction": 0.2, "extensions": list(IMAGE_EXTENSIONS)}]}
+         "test_fraction": 0.2, "extensions": list(IMAGE_EXTENSIONS)}], "watch": str(folder)}
     params["evaluate"] = dict(TINY_PARAMS["evaluate"], test_sets=[
         {"name": "test", "split": "test"},
         {"name": "corpus", "real": str(folder / "corpus" / "*"), "fake": str(folder / "photos")}],

@@ -1,18 +1,24 @@
-"""Nothing the pipeline loads can run code: an AST audit of src/ and stages/, plus behavioural checks that a
-checkpoint carrying code is refused without running it and that only diffusers autoencoder classes load."""
+"""Nothing the pipeline loads can run code: an AST audit of every deserialisation path in src/ and stages/ (and
+of the installed diffusers' weight loader), plus behavioural checks that a checkpoint or a hub-cached ImageNet file
+carrying code is refused without running it, that a tampered ImageNet file fails its hash, and that only diffusers
+autoencoder classes load."""
 
 from __future__ import annotations
 
 import ast
+import hashlib
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from aligned_forensics.common.errors import UserError
 from aligned_forensics.detector.checkpoints import read_checkpoint
+from aligned_forensics.detector.models import create_detector
 from tests.conftest import REPO_ROOT
 
 SOURCES = sorted([*(REPO_ROOT / "src").rglob("*.py"), *(REPO_ROOT / "stages").glob("*.py")])
@@ -20,7 +26,12 @@ SAFE_YAML = {"safe_load", "safe_load_all", "safe_dump", "safe_dump_all", "YAMLEr
              "SafeDumper", "Node"}  # writing through a SafeDumper subclass emits plain YAML only
 SHELL_CALLS = {("os", "system"), ("os", "popen"), ("subprocess", "getoutput"), ("subprocess", "getstatusoutput")}
 CODE_LOADERS = {("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"), ("marshal", "loads"),
-                ("dill", "load"), ("dill", "loads"), ("cloudpickle", "load"), ("cloudpickle", "loads")}
+                ("marshal", "load"), ("dill", "load"), ("dill", "loads"), ("cloudpickle", "load"),
+                ("cloudpickle", "loads"), ("joblib", "load"), ("shelve", "open"), ("pd", "read_pickle"),
+                ("pandas", "read_pickle"), ("jit", "load"), ("torch", "package")}
+PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "marshal", "joblib", "shelve"}
+# torch.hub and torchvision's Weights.get_state_dict unpickle a cached file unchecked with weights_only=False
+HUB_LOADERS = {"load_state_dict_from_url", "load_url", "get_state_dict"}
 
 
 def calls(tree: ast.AST) -> Iterator[ast.Call]:
@@ -67,6 +78,54 @@ def test_every_torch_load_passes_weights_only_true(trees):
     assert not unsafe, f"torch.load without weights_only=True (runs pickled code): {unsafe}"
 
 
+def test_no_hub_loader_and_every_download_is_hash_checked(trees):
+    """torch.hub.load runs a repository's code; load_state_dict_from_url (torchvision's get_state_dict) trusts a
+    cached file: neither may appear. download_url_to_file must pass the published hash prefix."""
+    problems, downloads = [], 0
+    for path, tree in trees.items():
+        for call in calls(tree):
+            name = dotted(call.func)
+            if name[-1:] and name[-1] in HUB_LOADERS or name[-2:] in (("hub", "load"), ("hub", "load_state_dict")):
+                problems.append(f"{where(path, call)} {'.'.join(name)}")
+            if name[-1:] == ("download_url_to_file",):
+                downloads += 1
+                if keyword(call, "hash_prefix") is None or is_constant(keyword(call, "hash_prefix"), None):
+                    problems.append(f"{where(path, call)} download_url_to_file without hash_prefix")
+    assert downloads >= 1, "expected the ImageNet download in detector/models.py"
+    assert not problems, f"weights loaded through torch.hub without a hash check or with pickled code: {problems}"
+
+
+def test_no_pickle_module_is_imported_for_loading(trees):
+    """`from pickle import loads` would hide a call from the attribute audit: only exception types may be taken."""
+    imported = [where(path, node) for path, tree in trees.items() for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PICKLE_MODULES
+                and any(not alias.name.endswith("Error") for alias in node.names)]
+    assert not imported, f"loaders imported from a pickle module at {imported}"
+
+
+def test_from_pretrained_never_turns_safetensors_off_and_diffusers_loads_bins_weights_only(trees):
+    """diffusers' from_pretrained reads safetensors, or a .bin through its own torch.load: that call must pass
+    weights_only=True in the installed version (an upgrade that drops it fails here)."""
+    import diffusers.models.model_loading_utils as loading
+
+    unsafe = [where(path, call) for path, tree in trees.items() for call in calls(tree)
+              if isinstance(call.func, ast.Attribute) and call.func.attr in ("from_pretrained", "from_single_file")
+              and keyword(call, "use_safetensors") is not None and not is_constant(keyword(call, "use_safetensors"),
+                                                                                True)]
+    assert not unsafe, f"use_safetensors turned off at {unsafe}"
+    assert not any(isinstance(call.func, ast.Attribute) and call.func.attr == "from_single_file"
+                   for tree in trees.values() for call in calls(tree)), "from_single_file reads pickled .ckpt files"
+    tree = ast.parse(Path(loading.__file__).read_text())
+    loader = next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+                  and node.name == "load_state_dict")
+    loads = [call for call in calls(loader) if dotted(call.func) == ("torch", "load")]  # not safetensors.torch
+    assert loads, "diffusers' load_state_dict no longer calls torch.load: re-audit how it reads .bin files"
+    assert all(is_constant(keyword(call, "weights_only"), True) or any(
+        k.arg is None and isinstance(k.value, ast.Name) and k.value.id == "weights_only_kwarg" for k in call.keywords)
+        for call in loads), "diffusers loads .bin files without weights_only"
+    assert '{"weights_only": True}' in ast.get_source_segment(Path(loading.__file__).read_text(), loader)
+
+
 def test_no_remote_code_and_no_custom_pipelines(trees):
     offending = [where(path, call) for path, tree in trees.items() for call in calls(tree)
                  for name in ("trust_remote_code", "custom_pipeline", "custom_revision")
@@ -110,6 +169,8 @@ def test_no_shell_and_no_pickle_eval_or_exec(trees):
             if name[-2:] in (("np", "load"), ("numpy", "load")) and \
                     not is_constant(keyword(call, "allow_pickle"), False):
                 problems.append(f"{where(path, call)} numpy.load without allow_pickle=False")
+            if name[-1:] == ("load",) and name[:-1] in (("yaml",), ("ruamel", "yaml")):
+                problems.append(f"{where(path, call)} yaml.load (use yaml.safe_load)")
     assert not problems, f"code execution or shell use: {problems}"
 
 
@@ -148,3 +209,49 @@ def test_only_diffusers_autoencoder_classes_are_instantiated_from_a_config(tmp_p
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": class_name}))
     with pytest.raises(UserError, match="not a diffusers autoencoder class"):
         _autoencoder_class(tmp_path / "config.json")
+
+
+def _evil_pickle(marker: Path) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"conv1.weight": torch.zeros(1), "payload": _WritesMarker(marker)}, buffer)
+    return buffer.getvalue()
+
+
+def test_a_tampered_imagenet_file_in_the_hub_cache_fails_its_hash_and_is_never_unpickled(tmp_path, monkeypatch):
+    """A replaced file under torchvision's own name in $TORCH_HOME/hub/checkpoints: the hash in its name is
+    checked before a byte is unpickled (torch.hub would have run it: check_hash=False, weights_only=False)."""
+    from torchvision.models import ResNet18_Weights
+
+    marker = tmp_path / "marker"
+    name = Path(ResNet18_Weights.IMAGENET1K_V1.url).name  # resnet18-f37072fd.pth
+    planted = tmp_path / "torch" / "hub" / "checkpoints" / name
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(_evil_pickle(marker))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(UserError) as error:
+        create_detector("res18", pretrained="imagenet", seed=0)
+    message = str(error.value)
+    actual = hashlib.sha256(planted.read_bytes()).hexdigest()
+    assert str(planted) in message and f"sha256 {actual} does not start with f37072fd" in message
+    assert f"Delete it (rm '{planted}')" in message
+    assert not marker.exists() and planted.exists()  # never run; deleting is the user's call
+
+
+def test_a_malicious_pickle_with_a_matching_hash_is_refused_without_running(tmp_path, monkeypatch):
+    """Even a file whose hash matches its name (a compromised mirror) is loaded with weights_only=True."""
+    from aligned_forensics.detector import models
+
+    marker = tmp_path / "marker"
+    data = _evil_pickle(marker)
+    name = f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    planted = tmp_path / "torch" / "hub" / "checkpoints" / name
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(data)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setitem(models.IMAGENET_WEIGHTS, "res18", SimpleNamespace(url=f"https://example.invalid/{name}"))
+    with pytest.raises(UserError) as error:
+        create_detector("res18", pretrained="imagenet", seed=0)
+    message = str(error.value)
+    assert message.startswith(f"refused to load ImageNet weights {planted}") and "nothing in it was run" in message
+    assert "Unsupported global" in message and "weights_only=False" not in message
+    assert not marker.exists()

@@ -30,7 +30,7 @@ def test_forced_fetch_reruns_write_identical_rejects_and_leave_nothing_stale(tmp
     params = dict(TINY_PARAMS, fetch={"seed": 0, "sources": [
         {"kind": "folder", "path": str(inputs / "photos"), "prefix": "ok", "val_fraction": 0.3, "test_fraction": 0.2},
         {"kind": "folder", "path": str(inputs / "corpus"), "prefix": "bad", "val_fraction": 0.3,
-         "test_fraction": 0.2, "extensions": list(IMAGE_EXTENSIONS)}]})
+         "test_fraction": 0.2, "extensions": list(IMAGE_EXTENSIONS)}], "watch": str(inputs)})
     project = make_project(tmp_path / "project", params)
     run(["dvc", "repro", "manifest"], project)  # the stages after fetch have run: a changed fetch output shows
     first = rejects_files(project)

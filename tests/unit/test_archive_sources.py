@@ -30,7 +30,7 @@ def coco_source(http, **overrides):
 
 def fetch(tmp_path, sources, *, run="run", seed=0):
     out = tmp_path / run
-    counts = run_fetch(FetchConfig(seed=seed, sources=tuple(sources)), out_dir=out / "real",
+    counts = run_fetch(FetchConfig(seed=seed, sources=tuple(sources), watch=str(tmp_path)), out_dir=out / "real",
                        index_path=out / "fetch" / "index.csv", rejects_path=out / "fetch" / "rejects.csv",
                        downloads=tmp_path / "downloads")
     return counts, read_csv(out / "fetch" / "index.csv")

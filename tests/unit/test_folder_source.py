@@ -45,7 +45,7 @@ def test_stems_are_prefixed_and_safe():
 
 def test_fetch_copies_bytes_verbatim_and_rejects_non_images(tree, tmp_path):
     spec = {"kind": "folder", "path": str(tree), "split": "train", "prefix": "mine"}
-    counts = run_fetch(FetchConfig(seed=0, sources=(spec,)), out_dir=tmp_path / "real",
+    counts = run_fetch(FetchConfig(seed=0, sources=(spec,), watch=str(tree)), out_dir=tmp_path / "real",
                        index_path=tmp_path / "index.csv", rejects_path=tmp_path / "rejects.csv")
     assert counts["images"] == 3 and counts["rejected"] == 1
     rows = {row["stem"]: row for row in read_csv(tmp_path / "index.csv")}

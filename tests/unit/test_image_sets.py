@@ -59,13 +59,41 @@ def test_reals_beside_generators_give_one_set_per_generator(tmp_path):
         assert len(fakes) == 2 and all(p.parent.parent.name == name for p in fakes)  # recursive, no .txt
 
 
-def test_several_real_folders_are_pooled_and_real_folder_names_the_one(tmp_path):
+def test_several_real_folders_stop_until_real_folder_names_them(tmp_path):
     root = beside_layout(tmp_path / "bench", generators=("sd",))
-    write_image(root / "real_coco_valid" / "c.png", 50)
-    (name, reals, _), = benchmark_layout(root)
-    assert name == "sd" and len(reals) == 4  # 'real' and 'real_coco_valid' both hold reals
+    write_image(root / "reals" / "c.png", 50)
+    with pytest.raises(DataError, match=r"several real folders \['real', 'reals'\].*-S '…real_folder=real'"):
+        benchmark_layout(root)
     names = [name for name, _, _ in benchmark_layout(root, real_folder="real")]
-    assert names == ["real_coco_valid", "sd"]  # only the named folder is real: the other is a "generator"
+    assert names == ["reals", "sd"]  # only the named folder is real: the other is a "generator"
+    (name, reals, _), = benchmark_layout(root, real_folder="real, reals")  # comma-separated: pooled
+    assert name == "sd" and len(reals) == 4
+
+
+@pytest.mark.parametrize("generator", ["RealVisXL", "dreamlike-photoreal-2.0", "realistic-vision", "real_fake"])
+def test_a_generator_whose_name_contains_real_is_scored_as_fakes(tmp_path, generator, caplog):
+    root = beside_layout(tmp_path / "bench", generators=("sd", generator))
+    sets = {name: (reals, fakes) for name, reals, fakes in benchmark_layout(root)}
+    assert sorted(sets) == sorted(["sd", generator])
+    reals, fakes = sets[generator]
+    assert {p.parent.name for p in reals} == {"real"}  # the reals are the `real` folder's, and only those
+    assert {p.parent.parent.name for p in fakes} == {generator}  # its own images are fakes
+    assert f"'{generator}' is scored as a generator" in caplog.text
+
+
+def test_a_root_without_an_exact_real_folder_stops_with_the_fix(tmp_path):
+    root = beside_layout(tmp_path / "bench", generators=("sd", "RealVisXL"), reals=0)
+    for i in range(2):
+        write_image(root / "real_coco_valid" / f"c{i}.png", 60 + i)
+    with pytest.raises(DataError) as error:
+        benchmark_layout(root)
+    message = str(error.value)
+    assert "no real folder" in message and "['RealVisXL', 'real_coco_valid', 'sd']" in message
+    assert "-S '…real_folder=RealVisXL,real_coco_valid'" in message  # the candidates, to edit down
+    (name, reals, _), (other, _, _) = benchmark_layout(root, real_folder="real_coco_valid")
+    assert (name, other, len(reals)) == ("RealVisXL", "sd", 2)
+    with pytest.raises(DataError, match=r"names \['real_ucid'\], which is not a folder there"):
+        benchmark_layout(root, real_folder="real_coco_valid,real_ucid")
 
 
 def test_the_dmimagedetection_layout_keeps_each_generators_reals(tmp_path):
@@ -77,7 +105,7 @@ def test_the_dmimagedetection_layout_keeps_each_generators_reals(tmp_path):
 def test_layout_errors_say_what_was_found(tmp_path):
     (tmp_path / "odd" / "a").mkdir(parents=True)
     (tmp_path / "odd" / "b").mkdir()
-    with pytest.raises(DataError, match=r"found \['a', 'b'\] inside each generator|expected a real subfolder"):
+    with pytest.raises(DataError, match=r"has no real folder: none of \['a', 'b'\]"):
         benchmark_layout(tmp_path / "odd")
     root = beside_layout(tmp_path / "bench")
     (root / "empty_generator").mkdir()
@@ -183,6 +211,25 @@ def test_outside_paths_must_be_watched(tmp_path):
     check_watched(reads, watch=str(bench / "real"), section="evaluate")
     check_watched([("x", "https://example.org/set.zip", "sha256:" + "0" * 64)], watch="data/manifest",
                   section="evaluate")
+
+
+def test_the_pipelines_own_images_need_no_watch_but_fetch_must_watch_its_folders(tmp_path, monkeypatch):
+    """Outside reals scored against the pipeline's fakes: only the reals need the watch (the manifest pins every
+    fake); fetch, first in the pipeline, watches every folder it reads."""
+    monkeypatch.chdir(tmp_path)  # the project: stages run in its root
+    reals = beside_layout(tmp_path / "outside" / "bench") / "real"
+    reads = [("evaluate.test_sets[1]", str(reals), ""), ("evaluate.test_sets[1]", "data/fake/test", "")]
+    check_watched(reads, watch=str(reals), section="evaluate")
+    with pytest.raises(ParamsError) as error:
+        check_watched(reads, watch="data/manifest", section="evaluate")
+    message = str(error.value)
+    assert f"{reals} is not written by the pipeline (data/real, data/fake) and not inside evaluate.watch," in message
+    assert "(now" not in message  # the default watches nothing outside: no path to report
+    with pytest.raises(ParamsError, match=r"'evaluate.test_sets\[1\]': data/reference is not written by"):
+        check_watched([("evaluate.test_sets[1]", "data/reference", "")], watch=str(reals), section="evaluate")
+    with pytest.raises(ParamsError, match=r"'fetch.sources\[0\].path': data/fake is not inside fetch.watch"):
+        check_watched([("fetch.sources[0].path", "data/fake", "")], watch="stages/fetch.py", section="fetch",
+                      pipeline_folders=())
 
 
 def _brute_force_roc(labels, scores):

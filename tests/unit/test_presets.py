@@ -113,7 +113,7 @@ def test_a_list_of_sources_is_replaced_as_a_whole(root, tmp_path):
               "test_groups": 2, "jpeg_quality": 90}
     preset = write(tmp_path / "local.yaml", {"extends": "root.yaml", "fetch": {"sources": [source]}})
     resolved = resolve(preset)
-    assert resolved.document["fetch"] == {"seed": 0, "sources": [source]}
+    assert resolved.document["fetch"] == {"seed": 0, "sources": [source], "watch": "stages/fetch.py"}
     validate(resolved)
 
 

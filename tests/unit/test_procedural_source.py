@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ from aligned_forensics.data.fetch import FetchConfig, plan_fetch, run_fetch
 from aligned_forensics.data.manifest import ManifestConfig, build_manifest
 from aligned_forensics.data.sources import PlannedImage, source_config
 from aligned_forensics.data.sources import procedural as proc
-from aligned_forensics.data.sources.common import SourceContext
 
 SMALL = {"kind": "procedural", "count": 12, "min_side": 16, "max_side": 64}
 
@@ -159,17 +157,3 @@ def test_fetch_with_samples_writes_identical_files_that_pass_the_manifest_checks
     digests = [{path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
                 for path in (root / "real").rglob("*.jpg")} for root in (tmp_path / "a", tmp_path / "b")]
     assert digests[0] == digests[1] and len(digests[0]) == len(rows)
-
-
-@pytest.mark.parametrize("side", [64, 128])
-def test_generation_speed_is_reported(side, capsys, tmp_path):
-    """Images per second, JPEG included (printed with -s; timings on a shared machine are not asserted)."""
-    count = 40 if side == 64 else 12
-    config = proc.Config(kind="procedural", count=count, min_side=side, max_side=side)
-    loads = [item["load"] for item in proc.plan(config, SourceContext(seed=0, downloads=tmp_path))]
-    start = time.perf_counter()
-    for load in loads:
-        load()
-    rate = count / (time.perf_counter() - start)
-    with capsys.disabled():
-        print(f"\nprocedural {side}x{side}: {rate:.0f} img/s ({count} images, default mix, JPEG q90)")

@@ -90,23 +90,33 @@ def test_sampler_and_cap_are_seeded():
     assert seeded_subset(pairs, 0, seed=3, stream=0) == pairs == seeded_subset(pairs, 99, seed=3, stream=0)
 
 
-def test_imagenet_initialisation_loads_all_but_the_head(monkeypatch):
-    from urllib.error import URLError
+def test_imagenet_initialisation_loads_all_but_the_head(monkeypatch, tmp_path, http):
+    """The weights come over HTTP (a real server on 127.0.0.1), are checked against their name's hash prefix,
+    cached in $TORCH_HOME and loaded from the cache the second time; offline without a cache is a clear error."""
+    import hashlib
+    import io
+    from types import SimpleNamespace
 
-    from torchvision.models import ResNet18_Weights, resnet18
+    from torchvision.models import resnet18
 
     from aligned_forensics.common.errors import UserError
+    from aligned_forensics.detector import models
 
-    reference = resnet18().state_dict()  # stands in for the downloaded file: no network in tests
-    monkeypatch.setattr(ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict",
-                        lambda self, progress=True: reference)
-    model = create_detector("res18nodown", pretrained="imagenet", seed=0)
-    assert torch.equal(model.conv1.weight, reference["conv1.weight"])
-    assert model.fc.weight.shape == (1, 512)
+    reference = resnet18().state_dict()  # stands in for torchvision's file: no internet in tests
+    buffer = io.BytesIO()
+    torch.save(reference, buffer)
+    data = buffer.getvalue()
+    name = f"/resnet18-{hashlib.sha256(data).hexdigest()[:10]}.pth"
+    http.files[name] = data
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setitem(models.IMAGENET_WEIGHTS, "res18nodown", SimpleNamespace(url=http.url(name)))
+    for _ in range(2):  # downloaded, then read from the cache
+        model = create_detector("res18nodown", pretrained="imagenet", seed=0)
+        assert torch.equal(model.conv1.weight, reference["conv1.weight"])
+        assert model.fc.weight.shape == (1, 512)
+        assert model.imagenet_sha256 == hashlib.sha256(data).hexdigest()  # the full hash, for the config
+    assert len(http.gets(name)) == 1 and (tmp_path / "torch/hub/checkpoints" / name[1:]).read_bytes() == data
 
-    def offline(self, progress=True):
-        raise URLError("Name or service not known")
-
-    monkeypatch.setattr(ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
-    with pytest.raises(UserError, match=r"resnet18-.*\.pth.*pretrained: none"):
+    monkeypatch.setitem(models.IMAGENET_WEIGHTS, "res18", SimpleNamespace(url=http.url("/resnet18-0123abcd.pth")))
+    with pytest.raises(UserError, match=r"resnet18-0123abcd\.pth.*HTTPError.*pretrained: none"):
         create_detector("res18", pretrained="imagenet", seed=0)

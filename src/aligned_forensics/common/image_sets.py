@@ -42,7 +42,7 @@ class ImageSource:
     real: str = ""
     fake: str = ""
     root: str = ""  # a benchmark folder or archive: one set per generator folder
-    real_folder: str = ""  # root only: the real folder's name ("" = 0_real, or any name containing 'real')
+    real_folder: str = ""  # root only: the real folder(s), comma-separated ("" = exactly 0_real, real or reals)
     checksum: str = ""  # an archive given by URL: md5:<hex> | sha256:<hex> | "" (unverified, its sha256 logged)
 
     @property

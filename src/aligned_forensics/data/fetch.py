@@ -20,6 +20,7 @@ from aligned_forensics.common.prefetch import prefetch_map
 from aligned_forensics.common.progress import progress_bar
 from aligned_forensics.common.splits import SPLITS
 from aligned_forensics.common.stems import rename_advice, shared_stems, shared_stems_message
+from aligned_forensics.common.watch import check_watched
 from aligned_forensics.data.sources import PlannedImage, plan_source, source_config, source_remote_files
 from aligned_forensics.data.sources.common import NotReady, SourceContext
 
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 INDEX_COLUMNS = ("stem", "split", "source", "path", "width", "height", "format", "source_format", "processing",
                  "origin")
 REJECT_COLUMNS = ("path", "stage", "reason")
+LOCAL_INPUTS = ("path", "list_file")  # the source fields naming local files or folders (folder, archive, coco, lsun)
+NOTHING_OUTSIDE = "stages/fetch.py"  # the default watch: already a dependency of fetch, so nothing outside
 MIN_SIDE = 8  # smaller reals are rejected: nothing to reconstruct or detect in less than one latent
 
 
@@ -37,6 +40,7 @@ class FetchConfig:
 
     seed: int
     sources: tuple[dict[str, Any], ...]
+    watch: str = NOTHING_OUTSIDE  # the outside folder/archive/list file the sources read, a DVC dependency
 
     def __post_init__(self) -> None:
         require(len(self.sources) >= 1, "fetch.sources", "at least one source", self.sources)
@@ -44,6 +48,12 @@ class FetchConfig:
     def source_configs(self) -> list[Any]:
         """Every source entry validated into its kind's Config."""
         return [source_config(spec, key=f"fetch.sources[{i}]") for i, spec in enumerate(self.sources)]
+
+    def watched_paths(self) -> list[tuple[str, str, str]]:
+        """(params key, path, '') of every local folder, archive and list file the sources read, for check_watched."""
+        return [(f"fetch.sources[{index}].{name}", getattr(source, name), "")
+                for index, source in enumerate(self.source_configs()) for name in LOCAL_INPUTS
+                if getattr(source, name, "")]
 
 
 def pending_downloads(config: FetchConfig, downloads: Path) -> list[tuple[RemoteFile, int | None]]:
@@ -87,6 +97,7 @@ def _plan_sources(config: FetchConfig, context: SourceContext) -> tuple[list[Pla
 def run_fetch(config: FetchConfig, *, out_dir: Path, index_path: Path, rejects_path: Path,
               downloads: Path | None = None) -> dict[str, Any]:
     """Write every planned image to out_dir/<split>/<stem><suffix>; return counts for metrics."""
+    check_watched(config.watched_paths(), watch=config.watch, section="fetch", pipeline_folders=())
     downloads = downloads_dir(downloads)
     check_download_space(pending_downloads(config, downloads), downloads)
     planned = plan_fetch(config, downloads=downloads)

@@ -7,7 +7,11 @@ content a small training set would otherwise let the network learn.
 
 from __future__ import annotations
 
+import hashlib
+import re
+from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +33,7 @@ ARCHITECTURES: dict[str, tuple[type, list[int], int, float]] = {
     "res50nodown": (Bottleneck, [3, 4, 6, 3], 1, 0.5),  # the paper's detector: total stride 8
     "res50": (Bottleneck, [3, 4, 6, 3], 2, 0.0),
     "res18nodown": (BasicBlock, [2, 2, 2, 2], 1, 0.5),
-    "res18": (BasicBlock, [2, 2, 2, 2], 2, 0.0),  # the CPU demo's detector
+    "res18": (BasicBlock, [2, 2, 2, 2], 2, 0.0),  # the tests' small ResNet (the CPU demo trains cnn6)
 }
 IMAGENET_WEIGHTS = {"res50nodown": ResNet50_Weights.IMAGENET1K_V1, "res50": ResNet50_Weights.IMAGENET1K_V1,
                     "res18nodown": ResNet18_Weights.IMAGENET1K_V1, "res18": ResNet18_Weights.IMAGENET1K_V1}
@@ -142,7 +146,7 @@ def create_detector(arch: str, *, pretrained: str, seed: int, input_filter: str 
         return SmallDetector(arch, input_filter=input_filter)
     model = Detector(arch, input_filter=input_filter)
     if pretrained == "imagenet":
-        state = _imagenet_state_dict(arch)
+        state, model.imagenet_sha256 = _imagenet_state_dict(arch)  # recorded in the checkpoint's config
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if set(missing) != {"fc.weight", "fc.bias"} or unexpected:
@@ -150,16 +154,57 @@ def create_detector(arch: str, *, pretrained: str, seed: int, input_filter: str 
     return model
 
 
-def _imagenet_state_dict(arch: str) -> dict[str, Any]:
-    weights = IMAGENET_WEIGHTS[arch]
+def _imagenet_state_dict(arch: str) -> tuple[dict[str, Any], str]:
+    """(state dict, full sha256) of torchvision's ImageNet weights for `arch`: hash-checked, loaded without code.
+
+    The check: the file's sha256 starts with the prefix torchvision puts in its name (`resnet50-0676ba61.pth`).
+
+    Not `weights.get_state_dict()`: torch.hub loads a cached file unchecked and with weights_only=False, so a
+    replaced file in $TORCH_HOME/hub/checkpoints would run code."""
+    url = IMAGENET_WEIGHTS[arch].url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    prefix = imagenet_hash_prefix(url)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # torch's download checks the prefix too, before the file gets its final name
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=prefix, progress=True)
+        except Exception as error:  # URLError offline, HTTP errors, a hash mismatch mid-download
+            raise UserError(
+                f"could not download ImageNet weights for {arch} ({url}): {type(error).__name__}: {error}. "
+                f"Download them once on a machine with internet (they are cached as {path}), or set "
+                f"train.pretrained: none") from None
+    digest = _sha256(path)
+    if not digest.startswith(prefix):
+        raise UserError(f"ImageNet weights {path} do not match the hash torchvision publishes for them: sha256 "
+                        f"{digest} does not start with {prefix} (from {url}); the file is corrupt or was replaced, "
+                        f"and was not loaded. Delete it (rm '{path}') to download it afresh")
     try:
-        return weights.get_state_dict(progress=True)
-    except Exception as error:  # URLError offline, HTTP errors, a corrupt cache file
-        raise UserError(
-            f"could not load ImageNet weights for {arch} ({weights.url}): {type(error).__name__}: {error}. "
-            f"Download them once on a machine with internet (they are cached under $TORCH_HOME/hub/checkpoints), "
-            f"or set train.pretrained: none"
-        ) from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a pickle naming code, though its hash matched: refused, never run
+        # torch's own text advises weights_only=False: quote only what it refused
+        found = re.search(r"Unsupported global: GLOBAL [\w.]+", str(error))
+        raise UserError(f"refused to load ImageNet weights {path}: {found.group(0) if found else type(error).__name__}"
+                        f" (pickled objects other than tensors could run code); nothing in it was run. Delete it "
+                        f"(rm '{path}')") from None
+    if not isinstance(state, dict):
+        raise UserError(f"ImageNet weights {path} hold a {type(state).__name__}, not a state dict; delete it")
+    return state, digest
+
+
+def imagenet_hash_prefix(url: str) -> str:
+    """The sha256 prefix torchvision puts in a weight file's name: `resnet50-0676ba61.pth` -> '0676ba61'."""
+    match = re.search(r"-([0-9a-f]{8,})\.pth$", urlparse(url).path)
+    if not match:
+        raise UserError(f"{url} names no sha256 prefix (<name>-<hex>.pth), so it cannot be verified")
+    return match.group(1)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -244,6 +244,8 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
     else:
         model = create_detector(config.arch, pretrained=config.pretrained, seed=config.seed,
                                 input_filter=config.input_filter)
+        if config.pretrained == "imagenet":  # the verified file's full hash: provenance, and part of the fingerprint
+            record["imagenet_sha256"] = model.imagenet_sha256
     fingerprint = config.fingerprint(train_manifest, val_manifest, record=record, extra=val_listing)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format)
