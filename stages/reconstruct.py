@@ -1,4 +1,4 @@
-"""DVC stage `reconstruct`: every real image through the autoencoder into data/fake/<split>/<stem>.png.
+"""DVC stage `reconstruct`: every real image through the autoencoder into data/fake/<split>/<stem>.png (or .jpg).
 
 Resumable (finished fakes are kept). On several GPUs or machines: `torchrun --nproc_per_node=N
 stages/reconstruct.py`; each rank takes every N-th batch, rank 0 then checks everything and writes metrics.

@@ -98,6 +98,17 @@ def test_paper_differs_from_paper_sync_in_unsynced_batches(repo_root):
     assert ours == paper
 
 
+def test_paper_sync_format_aligned_differs_only_in_the_fakes_format_and_coco_keeping_its_jpeg_bytes(repo_root):
+    ours = resolve(repo_root / "presets" / "paper-sync-format-aligned.yaml").document
+    paper = resolve(repo_root / "presets" / "paper-sync.yaml").document
+    assert (ours["reconstruct"]["format"], paper["reconstruct"]["format"]) == ("match", "png")
+    assert [source["multiple_of"] for source in ours["fetch"]["sources"] if source["kind"] == "coco"] == [0, 0]
+    ours["reconstruct"]["format"] = "png"
+    for source in ours["fetch"]["sources"]:
+        source["multiple_of"] = 8 if source["kind"] == "coco" else source["multiple_of"]
+    assert ours == paper, "a change to paper-sync.yaml's sources must be copied into the format-aligned preset"
+
+
 def test_mappings_merge_recursively_and_lists_and_scalars_replace_whole():
     base = {"a": {"b": 1, "c": {"d": 2, "e": 3}, "items": [1, 2, 3]}, "f": "x", "g": {"h": 1}}
     delta = {"a": {"c": {"e": 30}, "items": [9]}, "f": "y", "g": None}

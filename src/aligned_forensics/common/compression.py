@@ -46,11 +46,14 @@ def read_compression(source: Path | bytes) -> JpegCompression | None:
         return JpegCompression(tables=tables, subsampling=subsampling)
 
 
-def encode_like(pixels: np.ndarray, compression: JpegCompression) -> bytes:
-    """Encode (H, W, 3) uint8 as a baseline JPEG with exactly these tables and subsampling (same input, same bytes)."""
+def encode_like(pixels: np.ndarray, compression: JpegCompression, *, comment: bytes = b"") -> bytes:
+    """Encode (H, W, 3) uint8 as a baseline JPEG with exactly these tables and subsampling (same input, same bytes).
+
+    comment: written as a COM segment (read back as Pillow's `info["comment"]`); empty writes none."""
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels)).save(
         buffer, format="JPEG", qtables=[list(table) for table in compression.tables],
-        subsampling=compression.subsampling, optimize=False, progressive=False)
+        subsampling=compression.subsampling, optimize=False, progressive=False,
+        **({"comment": comment} if comment else {}))
     return buffer.getvalue()
 

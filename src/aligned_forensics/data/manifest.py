@@ -1,5 +1,7 @@
 """The manifest stage: pair each real with its reconstruction by stem, one sorted CSV per split.
 
+A fake is <stem>.png, or <stem>.jpg when reconstruct.format is match; real_format and fake_format record both.
+
 Each row pins the sha256 of both files, so the manifest changes whenever an image it lists changes: later stages
 depend on data/manifest alone (dvc.yaml) and still re-run exactly when their images change.
 """
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ("stem", "real_path", "fake_path", "width", "height", "real_format", "fake_format", "source",
                     "real_source_format", "real_sha256", "fake_sha256")
 REJECT_COLUMNS = ("path", "stage", "reason")
+FAKE_SUFFIXES = (".png", ".jpg")  # what the reconstruct stage writes (autoencoder/reconstruct.py)
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,27 @@ def pair_by_stem(
     if missing:
         stem = missing[0]
         raise DataError(f"{len(missing):,} real image(s) have no reconstruction, e.g. {reals[stem]} has no "
-                        f"{fake_dir / (stem + '.png')}; re-run `dvc repro reconstruct`")
+                        f"{fake_dir / (stem + '.png')} (nor .jpg); re-run `dvc repro reconstruct`")
     orphans = sorted(set(fakes) - set(reals))
     if orphans:
         stem = orphans[0]
         raise DataError(f"{len(orphans):,} reconstruction(s) have no real image, e.g. {fakes[stem]} has no real "
                         f"with stem '{stem}' in the fetch index; re-run `dvc repro fetch reconstruct`")
     return [(stem, Path(reals[stem]), Path(fakes[stem])) for stem in sorted(reals)]
+
+
+def find_fakes(split_dir: Path) -> dict[str, Path]:
+    """stem -> fake in one split's folder; DataError when a stem has both a .png and a .jpg fake."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(split_dir.iterdir()) if split_dir.is_dir() else []:
+        if path.suffix in FAKE_SUFFIXES and path.is_file():
+            found.setdefault(path.stem, []).append(path)
+    doubles = sorted(paths for paths in found.values() if len(paths) > 1)
+    if doubles:
+        raise DataError(f"{len(doubles):,} stem(s) have two fakes, e.g. {doubles[0][0]} and {doubles[0][1]}: left "
+                        "over from a run with another reconstruct.format; re-run `dvc repro reconstruct`, which "
+                        "removes the one not wanted")
+    return {stem: paths[0] for stem, paths in found.items()}
 
 
 def file_sha256(path: Path) -> str:
@@ -84,7 +101,7 @@ def build_manifest(
     for split in SPLITS:
         entries = {row["stem"]: row for row in index if row["split"] == split and row["path"] not in rejected_upstream}
         split_dir = fake_dir / split
-        fakes = {path.stem: path for path in sorted(split_dir.glob("*.png"))} if split_dir.is_dir() else {}
+        fakes = find_fakes(split_dir)
         pairs = pair_by_stem({stem: Path(row["path"]) for stem, row in entries.items()}, fakes, fake_dir=split_dir)
         rows[split] = []
         for stem, real, fake in progress_bar(pairs, desc=f"manifest {split}", unit="pair"):

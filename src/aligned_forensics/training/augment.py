@@ -5,6 +5,7 @@ ColorJitter (p .8; brightness, contrast, saturation .4, hue .1, in random order)
 Cutout (p .2, one 48² hole of grey 128) → Gaussian noise (p .2, variance U(10, 50)) → Gaussian blur (p .5,
 σ U(0, 3)) → JPEG (p .5, cv2 or PIL, quality U{30..100}) → rot90 (p 1, k U{0..3}) → horizontal flip (p .5)
 → random 96² crop (symmetric padding when smaller) → ImageNet normalisation. Pixels: augment_ops.py.
+Before all of it, off by default: DDA's pixel mixup of a fake with its own real (mixup.py).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class AugmentConfig:
     jpeg_methods: tuple[str, ...] = ("cv2", "pil")  # one drawn uniformly per image
     rot90_prob: float = 1.0  # then k ~ U{0, 1, 2, 3} quarter turns
     flip_prob: float = 0.5
+    mixup_prob: float = 0.0  # DDA's pixel mixup of a fake with its own real (training/mixup.py); 0 = off
+    mixup_ratio: tuple[float, float] = (0.0, 0.8)  # the real's weight r ~ U(low, high); DDA: U(0, 0.8)
 
     def __post_init__(self) -> None:
         key = "train.augment"
@@ -55,7 +58,7 @@ class AugmentConfig:
         require(self.resized_crop_output >= 1, f"{key}.resized_crop_output", "an integer >= 1",
                 self.resized_crop_output)
         for name in ("resized_crop_prob", "jitter_prob", "grayscale_prob", "cutout_prob", "noise_prob", "blur_prob",
-                     "jpeg_prob", "rot90_prob", "flip_prob"):
+                     "jpeg_prob", "rot90_prob", "flip_prob", "mixup_prob"):
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, f"{key}.{name}", "a probability in [0, 1]", value)
         for name in ("resized_crop_scale", "resized_crop_ratio", "noise_variance"):
@@ -70,6 +73,8 @@ class AugmentConfig:
                 "1 <= min <= max <= 100", (self.jpeg_quality_min, self.jpeg_quality_max))
         require(len(self.jpeg_methods) >= 1 and set(self.jpeg_methods) <= {"cv2", "pil"}, f"{key}.jpeg_methods",
                 "a non-empty list of cv2 and/or pil", self.jpeg_methods)
+        require(len(self.mixup_ratio) == 2 and 0 <= self.mixup_ratio[0] <= self.mixup_ratio[1] <= 1,
+                f"{key}.mixup_ratio", "[low, high] with 0 <= low <= high <= 1", self.mixup_ratio)
         require(self.cutout_side >= 1 and 0 <= self.cutout_fill <= 255, f"{key}.cutout_side/cutout_fill",
                 "side >= 1, fill in 0..255", (self.cutout_side, self.cutout_fill))
 

@@ -6,7 +6,7 @@ photos, so no real's own reconstruction is ever used."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +19,7 @@ from aligned_forensics.common.io import read_csv
 from aligned_forensics.detector.preprocessing import center_crop, to_normalised_tensor
 from aligned_forensics.training.augment import AugmentConfig, draw_augmentation
 from aligned_forensics.training.augment_ops import apply_augmentation
+from aligned_forensics.training.mixup import mixed_fake
 
 REAL, FAKE = 0, 1
 Pairing = Literal["aligned", "unaligned"]
@@ -71,9 +72,10 @@ class SyncedPairs(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = key
         draw = draw_augmentation(self.augment, np.random.default_rng([self.seed, epoch, index]))
-        real, fake = (to_normalised_tensor(apply_augmentation(decode_rgb(Path(p)), draw,
-                                                              crop_size=self.augment.crop_size))
-                      for p in self.pairs[index])
+        real, fake = (decode_rgb(Path(p)) for p in self.pairs[index])
+        fake = mixed_fake(fake, lambda: real, self.augment, key=(self.seed, epoch, index))
+        real, fake = (to_normalised_tensor(apply_augmentation(pixels, draw, crop_size=self.augment.crop_size))
+                      for pixels in (real, fake))
         return real, fake
 
 
@@ -84,10 +86,12 @@ class UnalignedPairs(Dataset):
     a real meets different fakes in different epochs. One shared draw would be no trick here: the two images
     share no content, so each gets its own."""
 
-    def __init__(self, reals: Sequence[str], fakes: Sequence[str], augment: AugmentConfig, *, seed: int) -> None:
+    def __init__(self, reals: Sequence[str], fakes: Sequence[str], augment: AugmentConfig, *, seed: int,
+                 sources: Mapping[str, str] | None = None) -> None:
         if len(reals) != len(fakes):
             raise ValueError(f"unaligned pairs need as many reals as fakes, got {len(reals)} and {len(fakes)}")
         self.reals, self.fakes, self.augment, self.seed = list(reals), list(fakes), augment, seed
+        self.sources = sources or {}  # fake -> the real it was made from (mixup blends the two, not the partner)
         self._partners: tuple[int, np.ndarray] | None = None  # (epoch, its permutation): computed once per epoch
 
     def __len__(self) -> int:
@@ -103,22 +107,27 @@ class UnalignedPairs(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = key
-        real, fake = (self._augmented(path, np.random.default_rng([self.seed, epoch, index, label]))
+        real, fake = (self._augmented(path, label, key=(self.seed, epoch, index, label))
                       for path, label in zip(self.paths(key), (REAL, FAKE), strict=True))
         return real, fake
 
-    def _augmented(self, path: str, rng: np.random.Generator) -> torch.Tensor:
-        """One file decoded and augmented with a draw of its own: (3, c, c)."""
-        return to_normalised_tensor(apply_augmentation(decode_rgb(Path(path)), draw_augmentation(self.augment, rng),
-                                                       crop_size=self.augment.crop_size))
+    def _augmented(self, path: str, label: int, *, key: tuple[int, ...]) -> torch.Tensor:
+        """One file decoded (a fake maybe mixed with its own real) and augmented with a draw of its own: (3, c, c)."""
+        pixels = decode_rgb(Path(path))
+        if label == FAKE:
+            pixels = mixed_fake(pixels, lambda: decode_rgb(Path(self.sources[path])), self.augment, key=key)
+        draw = draw_augmentation(self.augment, np.random.default_rng(key))
+        return to_normalised_tensor(apply_augmentation(pixels, draw, crop_size=self.augment.crop_size))
 
 
 class IndependentItems(Dataset):
     """Reals and fakes as separate items (the non-synced 'Ours' model), each with its own draw."""
 
-    def __init__(self, reals: Sequence[str], fakes: Sequence[str], augment: AugmentConfig, *, seed: int) -> None:
+    def __init__(self, reals: Sequence[str], fakes: Sequence[str], augment: AugmentConfig, *, seed: int,
+                 sources: Mapping[str, str] | None = None) -> None:
         self.items = [(real, REAL) for real in reals] + [(fake, FAKE) for fake in fakes]
         self.augment, self.seed = augment, seed
+        self.sources = sources or {}  # fake -> the real it was made from (for mixup)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -127,8 +136,11 @@ class IndependentItems(Dataset):
         epoch, index = key
         path, label = self.items[index]
         draw = draw_augmentation(self.augment, np.random.default_rng([self.seed, epoch, index]))
-        return to_normalised_tensor(apply_augmentation(decode_rgb(Path(path)), draw,
-                                                       crop_size=self.augment.crop_size)), label
+        pixels = decode_rgb(Path(path))
+        if label == FAKE:
+            pixels = mixed_fake(pixels, lambda: decode_rgb(Path(self.sources[path])), self.augment,
+                                key=(self.seed, epoch, index))
+        return to_normalised_tensor(apply_augmentation(pixels, draw, crop_size=self.augment.crop_size)), label
 
 
 def split_unaligned(pairs: Sequence[tuple[str, str]], *, seed: int) -> tuple[list[str], list[str]]:
@@ -143,12 +155,14 @@ def split_unaligned(pairs: Sequence[tuple[str, str]], *, seed: int) -> tuple[lis
 def train_dataset(pairs: Sequence[tuple[str, str]], augment: AugmentConfig, *, pairing: Pairing, sync: bool,
                   seed: int) -> Dataset:
     """The training items: (real, fake) couples when `sync` (for collate_synced), labelled images otherwise."""
+    sources = {fake: real for real, fake in pairs}  # mixup blends a fake with the real it was made from
     if pairing == "aligned":
         if sync:
             return SyncedPairs(pairs, augment, seed=seed)
-        return IndependentItems([real for real, _ in pairs], [fake for _, fake in pairs], augment, seed=seed)
+        return IndependentItems([real for real, _ in pairs], [fake for _, fake in pairs], augment, seed=seed,
+                                sources=sources)
     reals, fakes = split_unaligned(pairs, seed=seed)
-    return (UnalignedPairs if sync else IndependentItems)(reals, fakes, augment, seed=seed)
+    return (UnalignedPairs if sync else IndependentItems)(reals, fakes, augment, seed=seed, sources=sources)
 
 
 class ValidationItems(Dataset):
