@@ -20,6 +20,8 @@ from aligned_forensics.training.train import TrainConfig, train_detector  # noqa
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__)
     parser.add_argument("--manifest", type=Path, default=Path("data/manifest"))
+    parser.add_argument("--autoencoder", type=Path, default=Path("data/autoencoder"),
+                        help="the autoencoder a roundtrip input filter embeds")
     parser.add_argument("--out", type=Path, default=Path("data/model"))
     parser.add_argument("--live", type=Path, default=Path("metrics/train"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"), help="the best epoch's val metrics")
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                 remove_partials(args.out)
             return train_detector(config, train_manifest=args.manifest / "train.csv",
                                   val_manifest=args.manifest / "val.csv", model_dir=args.out, live=live,
-                                  ranks=ranks, device=device)
+                                  ranks=ranks, device=device, autoencoder_dir=args.autoencoder)
 
         batches = "synced pairs" if config.sync else "independent images"
         summary, ranks = run_training(fit, device_name=config.device, live_dir=args.live,

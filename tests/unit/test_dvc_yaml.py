@@ -84,8 +84,9 @@ def test_dvc_yaml_is_short_and_reads_as_the_pipeline():
             inside = stripped == "deps:"
         elif inside and stripped.startswith("- "):
             dependency_lines += 1
-    # 47 for the detectors' pipeline, 7 for the reference stage, 4 for the watched outside folders
-    assert dependency_lines <= 60, dependency_lines
+    # 47 for the detectors' pipeline, 7 for the reference stage, 5 for the watched outside folders, 5 for the
+    # autoencoder a roundtrip-input detector embeds (train's data and library; the scoring stages' library)
+    assert dependency_lines <= 64, dependency_lines
     assert list(STAGES) == ["fetch", "autoencoder", "reconstruct", "manifest", "train", "stay_positive",
                             "threshold@base", "threshold@stay_positive", "evaluate@base", "evaluate@stay_positive",
                             "reference", "report"]

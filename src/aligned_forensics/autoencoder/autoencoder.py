@@ -111,9 +111,13 @@ def load_autoencoder(folder: Path, *, device: torch.device) -> tuple[torch.nn.Mo
 
 def _autoencoder_class(config_path: Path) -> type:
     name = json.loads(config_path.read_text()).get("_class_name", "")
+    return _diffusers_class(name, where=f"{config_path}: '_class_name'")
+
+
+def _diffusers_class(name: str, *, where: str) -> type:
     cls = getattr(diffusers, name, None)
     if cls is None or not (name.startswith("Autoencoder") or name in ("AsymmetricAutoencoderKL", "VQModel")):
-        raise UserError(f"{config_path}: '_class_name' is {name!r}, not a diffusers autoencoder class")
+        raise UserError(f"{where} is {name!r}, not a diffusers autoencoder class")
     return cls
 
 
@@ -148,4 +152,24 @@ def _from_hub(config: AutoencoderConfig) -> tuple[torch.nn.Module, str]:
         ) from None
     match = re.search(r"snapshots/([0-9a-f]{40})/", config_file)
     return model, match.group(1) if match else config.revision
+
+
+def describe_autoencoder(model: torch.nn.Module) -> dict[str, Any]:
+    """What rebuilds `model`'s layers without its files (a detector that embeds it records this); JSON types only."""
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if isinstance(model, TinyAutoencoder):
+        return {"class": TinyAutoencoder.__name__, "latent_channels": model.latent_channels, "branch": model.branch,
+                "dtype": dtype}
+    config = {key: value for key, value in model.config.items() if not key.startswith("_")}  # no local paths
+    return {"class": type(model).__name__, "config": json.loads(json.dumps(config)), "dtype": dtype}
+
+
+def autoencoder_skeleton(description: dict[str, Any]) -> torch.nn.Module:
+    """The layers `describe_autoencoder` recorded, with untrained weights (a state dict fills them), in eval mode."""
+    if description["class"] == TinyAutoencoder.__name__:
+        model = TinyAutoencoder(description["latent_channels"], branch=description["branch"])
+    else:
+        cls = _diffusers_class(description["class"], where="the autoencoder class a detector records")
+        model = cls.from_config(description["config"])
+    return model.to(DTYPES[description["dtype"]]).eval()
 

@@ -37,9 +37,15 @@ def posterior_noise(seeds: Sequence[int], shape: Sequence[int], *, device: torch
                         for seed in seeds]).to(device, dtype)
 
 
-@torch.inference_mode()
 def roundtrip(model: torch.nn.Module, pixels: torch.Tensor, *, seeds: Sequence[int], sample: str) -> torch.Tensor:
-    """(N, 3, H, W) uint8 -> (N, 3, H, W) uint8: encode, sample or take the mode, decode, round.
+    """(N, 3, H, W) uint8 -> (N, 3, H, W) uint8 on the CPU: encode, sample or take the mode, decode, round."""
+    return roundtrip_on_device(model, pixels, seeds=seeds, sample=sample).cpu()
+
+
+@torch.inference_mode()
+def roundtrip_on_device(model: torch.nn.Module, pixels: torch.Tensor, *, seeds: Sequence[int],
+                        sample: str) -> torch.Tensor:
+    """roundtrip, left on the model's device (a detector's input filter keeps working on the GPU).
 
     Sides that are not a multiple of the model's factor are reflect-padded (edge-replicated when a side is not
     longer than its padding) and the output cropped back, so the fake has exactly the real's size."""
@@ -61,7 +67,7 @@ def roundtrip(model: torch.nn.Module, pixels: torch.Tensor, *, seeds: Sequence[i
         decoded = model.decode(_latents(model.encode(x), seeds=seeds, sample=sample)).sample.float()
         levels = decoded.clamp(-1, 1).add(1.0).mul(127.5)
     # round, not truncate: the original truncated, biasing every pixel down by half a level
-    return levels[..., :height, :width].round().to(torch.uint8).cpu()
+    return levels[..., :height, :width].round().to(torch.uint8)
 
 
 def _latents(encoded: object, *, seeds: Sequence[int], sample: str) -> torch.Tensor:

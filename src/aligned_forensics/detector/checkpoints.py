@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from aligned_forensics.autoencoder.autoencoder import autoencoder_skeleton
 from aligned_forensics.common.errors import UserError
 from aligned_forensics.common.io import atomic_write_bytes
 from aligned_forensics.detector.models import AnyDetector, create_detector
@@ -40,6 +41,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, *, config: dict[str, Any
                "state_dict": state, "config": config, "epoch": epoch,
                "metrics": metrics, "preprocessing": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                                                      "train_crop": config["augment"]["crop_size"]}}
+    if hasattr(model.input_filter, "description"):  # an embedded autoencoder: its layers, rebuilt at load time
+        payload["autoencoder"] = model.input_filter.description
     if training_state is not None:
         payload["training_state"] = training_state
     buffer = io.BytesIO()
@@ -134,7 +137,8 @@ def load_detector(
 ) -> tuple[AnyDetector, dict[str, Any]]:
     """Load our checkpoint or an authors' release (see resolve_checkpoint), in eval mode on `device`."""
     arch, input_filter, state, payload = resolve_checkpoint(path, arch=arch, input_filter=input_filter)
-    model = create_detector(arch, pretrained="none", seed=0, input_filter=input_filter)
+    autoencoder = autoencoder_skeleton(payload["autoencoder"]) if "autoencoder" in payload else None
+    model = create_detector(arch, pretrained="none", seed=0, input_filter=input_filter, autoencoder=autoencoder)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

@@ -1,14 +1,17 @@
 """Detectors with one logit (positive = fake): ResNets in torchvision's state-dict layout, and a small CNN.
 
-Any detector may see its input through a fixed filter first (`input_filter`, no weights): `highpass` keeps only
-the residual an image's 3×3 neighbourhood does not predict, where an autoencoder's traces live, and hides the
-content a small training set would otherwise let the network learn.
+Any detector may see its input through a fixed filter first (`input_filter`, nothing trained): `highpass` keeps
+only the residual an image's 3×3 neighbourhood does not predict; `roundtrip` holds the pipeline's frozen
+autoencoder and shows the network where one and two round trips through it change the image
+(detector/roundtrip_input.py), the trace every reconstruction carries whatever its file format.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -20,11 +23,12 @@ from torchvision.models import ResNet18_Weights, ResNet50_Weights
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from aligned_forensics.common.errors import UserError
+from aligned_forensics.detector.roundtrip_input import RoundTripEnergy
 
 Architecture = Literal["res50nodown", "res50", "res18nodown", "res18", "cnn6"]
 Pretrained = Literal["none", "imagenet"]
-InputFilter = Literal["none", "highpass"]
-INPUT_FILTERS = ("none", "highpass")
+InputFilter = Literal["none", "highpass", "roundtrip"]
+INPUT_FILTERS = ("none", "highpass", "roundtrip")
 HIGHPASS_GAIN = 4.0  # residuals are small: scaled so the first layer sees values of the order of the input
 CNN6_WIDTH = 32
 
@@ -47,11 +51,32 @@ class HighPass(nn.Module):
         return HIGHPASS_GAIN * (x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1))
 
 
-def make_input_filter(name: str) -> nn.Module:
-    """The fixed module a detector applies to its input first."""
+def make_input_filter(name: str, *, autoencoder: nn.Module | None = None) -> nn.Module:
+    """The fixed module a detector applies to its input first (`roundtrip` embeds `autoencoder`)."""
     if name not in INPUT_FILTERS:
         raise UserError(f"unknown input filter {name!r}; expected one of {list(INPUT_FILTERS)}")
+    if name == "roundtrip":
+        if autoencoder is None:
+            raise UserError("input filter 'roundtrip' needs the pipeline's autoencoder (the train stage's "
+                            "--autoencoder data/autoencoder); none was given")
+        return RoundTripEnergy(autoencoder)
     return HighPass() if name == "highpass" else nn.Identity()
+
+
+def input_channels(input_filter: nn.Module) -> int:
+    """How many channels the network's first layer receives from the filter (3 for images)."""
+    return getattr(input_filter, "out_channels", 3)
+
+
+@contextlib.contextmanager
+def prefiltered_inputs(model: nn.Module) -> Iterator[None]:
+    """Within the block the detector takes its filter's output, not images (the filter ran once beforehand)."""
+    detector = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    detector.prefiltered = True
+    try:
+        yield
+    finally:
+        detector.prefiltered = False
 
 
 class DetectorHead:
@@ -59,11 +84,13 @@ class DetectorHead:
 
     arch: str
     input_filter_name: str
+    input_filter: nn.Module
     fc: nn.Linear
     dropout: nn.Dropout
+    prefiltered: bool = False  # set by prefiltered_inputs: forward then takes the filter's output
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalised -> (N, C) features, >= 0 (each block ends in a ReLU, then an average)."""
+        """(N, C_in, H, W) filtered input -> (N, C) features, >= 0 (each block ends in a ReLU, then an average)."""
         # a mean, not AdaptiveAvgPool2d: its CUDA backward has no deterministic kernel (train.deterministic)
         return self.features(x).mean(dim=(2, 3))
 
@@ -72,18 +99,22 @@ class DetectorHead:
         return self.fc(self.dropout(pooled)).squeeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pooled(x))
+        """(N, 3, H, W) normalised images (or, when prefiltered, their filter's output) -> (N,) logits."""
+        return self.head(self.pooled(x if self.prefiltered else self.input_filter(x)))
 
 
 class Detector(DetectorHead, ResNet):
     """ResNet → global average pool → dropout → Linear(features, 1); forward returns (N,) logits."""
 
-    def __init__(self, arch: str, *, input_filter: str = "none") -> None:
+    def __init__(self, arch: str, *, input_filter: str = "none", autoencoder: nn.Module | None = None) -> None:
         block, layers, stem_stride, dropout = ARCHITECTURES[arch]
         super().__init__(block, layers)
         self.arch = arch
         self.input_filter_name = input_filter
-        self.input_filter = make_input_filter(input_filter)
+        self.input_filter = make_input_filter(input_filter, autoencoder=autoencoder)
+        if input_channels(self.input_filter) != 3:
+            self.conv1 = nn.Conv2d(input_channels(self.input_filter), 64, 7, padding=3, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision
         # "nodown": conv1 and max-pool at stride 1 keep high-frequency traces (stride 8 instead of 32)
         self.conv1.stride = (stem_stride, stem_stride)
         self.maxpool.stride = stem_stride
@@ -92,8 +123,8 @@ class Detector(DetectorHead, ResNet):
         nn.init.normal_(self.fc.weight, 0.0, 0.02)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalised -> (N, C, H/stride, W/stride) last residual map."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(self.input_filter(x)))))
+        """(N, C_in, H, W) filtered input -> (N, C, H/stride, W/stride) last residual map."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def residual_blocks(self) -> list[nn.Module]:
@@ -107,13 +138,14 @@ class SmallDetector(DetectorHead, nn.Module):
     Full resolution until the fourth block and a receptive field of 13 pixels: it looks at local pixel statistics
     (an autoencoder's traces), not at objects; 0.1 M parameters, trainable on a laptop CPU in minutes."""
 
-    def __init__(self, arch: str = "cnn6", *, input_filter: str = "none", width: int = CNN6_WIDTH) -> None:
+    def __init__(self, arch: str = "cnn6", *, input_filter: str = "none", width: int = CNN6_WIDTH,
+                 autoencoder: nn.Module | None = None) -> None:
         super().__init__()
         self.arch = arch
         self.input_filter_name = input_filter
-        self.input_filter = make_input_filter(input_filter)
-        widths = [(3, width, 1), (width, width, 1), (width, width, 1), (width, 2 * width, 2),
-                  (2 * width, 2 * width, 1), (2 * width, 2 * width, 1)]
+        self.input_filter = make_input_filter(input_filter, autoencoder=autoencoder)
+        widths = [(input_channels(self.input_filter), width, 1), (width, width, 1), (width, width, 1),
+                  (width, 2 * width, 2), (2 * width, 2 * width, 1), (2 * width, 2 * width, 1)]
         self.blocks = nn.Sequential(*[nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
                                                     nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
                                       for c_in, c_out, stride in widths])
@@ -123,8 +155,8 @@ class SmallDetector(DetectorHead, nn.Module):
         nn.init.zeros_(self.fc.bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalised -> (N, 2W, H/2, W/2)."""
-        return self.blocks(self.input_filter(x))
+        """(N, C_in, H, W) filtered input -> (N, 2W, H/2, W/2)."""
+        return self.blocks(x)
 
     def residual_blocks(self) -> list[nn.Module]:
         """The six conv blocks, input to output (stay_positive's unfreeze_last_blocks counts these)."""
@@ -134,8 +166,11 @@ class SmallDetector(DetectorHead, nn.Module):
 AnyDetector = Detector | SmallDetector
 
 
-def create_detector(arch: str, *, pretrained: str, seed: int, input_filter: str = "none") -> AnyDetector:
-    """Build a detector; `pretrained='imagenet'` loads torchvision's ImageNet weights (all but fc)."""
+def create_detector(arch: str, *, pretrained: str, seed: int, input_filter: str = "none",
+                    autoencoder: nn.Module | None = None) -> AnyDetector:
+    """Build a detector; `pretrained='imagenet'` loads torchvision's ImageNet weights (all but fc).
+
+    `autoencoder`: the frozen model the `roundtrip` input filter embeds (ignored by the other filters)."""
     if arch not in (*ARCHITECTURES, "cnn6"):
         raise UserError(f"unknown architecture {arch!r}; expected one of {sorted([*ARCHITECTURES, 'cnn6'])}")
     torch.manual_seed(seed)  # torchvision initialises from the global generator
@@ -143,11 +178,14 @@ def create_detector(arch: str, *, pretrained: str, seed: int, input_filter: str 
         if pretrained == "imagenet":
             raise UserError("train.pretrained: imagenet needs a ResNet arch; cnn6 has no ImageNet weights "
                             "(set train.pretrained: none)")
-        return SmallDetector(arch, input_filter=input_filter)
-    model = Detector(arch, input_filter=input_filter)
+        return SmallDetector(arch, input_filter=input_filter, autoencoder=autoencoder)
+    model = Detector(arch, input_filter=input_filter, autoencoder=autoencoder)
     if pretrained == "imagenet":
         state, model.imagenet_sha256 = _imagenet_state_dict(arch)  # recorded in the checkpoint's config
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        channels = model.conv1.in_channels
+        if channels != 3:  # a filter with more channels: each group of three starts from the RGB filters, shared
+            state["conv1.weight"] = state["conv1.weight"].repeat(1, channels // 3, 1, 1) * (3 / channels)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if set(missing) != {"fc.weight", "fc.bias"} or unexpected:
             raise UserError(f"ImageNet weights for {arch} do not fit: missing {missing}, unexpected {unexpected}")

@@ -34,7 +34,7 @@ def apply_augmentation(pixels: np.ndarray, draw: AugmentDraw, *, crop_size: int)
     height, width = image.shape[:2]
     turned = (width, height) if draw.quarter_turns % 2 else (height, width)
     if min(turned) < crop_size:  # padding needed: small images are cheap anyway
-        return _finish(_degrade(image, draw, box=(0, 0, height, width)), draw, crop_size=crop_size)
+        return turn_and_crop(_degrade(image, draw, box=(0, 0, height, width)), draw, crop_size=crop_size)
     crop = _crop_box(draw, turned, crop_size)
     needed = _unturn(crop, draw, (height, width))
     jpeg_box = _align(needed, JPEG_BLOCK, (height, width)) if draw.jpeg_quality else needed
@@ -48,7 +48,7 @@ def apply_augmentation(pixels: np.ndarray, draw: AugmentDraw, *, crop_size: int)
 def apply_augmentation_full(pixels: np.ndarray, draw: AugmentDraw, *, crop_size: int) -> np.ndarray:
     """The reference: every step on the whole image, then rotate, flip and crop."""
     image = resized_crop(pixels, draw)
-    return _finish(_degrade(image, draw, box=(0, 0, *image.shape[:2])), draw, crop_size=crop_size)
+    return turn_and_crop(_degrade(image, draw, box=(0, 0, *image.shape[:2])), draw, crop_size=crop_size)
 
 
 def resized_crop(pixels: np.ndarray, draw: AugmentDraw) -> np.ndarray:
@@ -146,7 +146,8 @@ def _degrade(image: np.ndarray, draw: AugmentDraw, *, box: Box, jpeg_box: Box | 
     return x
 
 
-def _finish(x: np.ndarray, draw: AugmentDraw, *, crop_size: int) -> np.ndarray:
+def turn_and_crop(x: np.ndarray, draw: AugmentDraw, *, crop_size: int) -> np.ndarray:
+    """(H, W, C) any dtype -> (crop, crop, C): the draw's quarter turns, flip, padding and crop, nothing else."""
     x = pad_to_at_least(_turn(x, draw), crop_size)
     top, left, bottom, right = _crop_box(draw, x.shape[:2], crop_size)
     return np.ascontiguousarray(x[top:bottom, left:right])

@@ -17,8 +17,8 @@ from torch.utils.data import Dataset, Sampler
 from aligned_forensics.common.images import decode_rgb
 from aligned_forensics.common.io import read_csv
 from aligned_forensics.detector.preprocessing import center_crop, to_normalised_tensor
-from aligned_forensics.training.augment import AugmentConfig, draw_augmentation
-from aligned_forensics.training.augment_ops import apply_augmentation
+from aligned_forensics.training.augment import AugmentConfig, AugmentDraw, draw_augmentation
+from aligned_forensics.training.augment_ops import apply_augmentation, turn_and_crop
 from aligned_forensics.training.mixup import mixed_fake
 
 REAL, FAKE = 0, 1
@@ -60,11 +60,20 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return self.length // (self.chunk * self.world) * self.chunk
 
 
+Maps = Mapping[str, np.ndarray]  # path -> (H, W, C) float32 output of the detector's input filter (filter_once)
+
+
+def turned_map(maps: Maps, path: str, draw: AugmentDraw, crop_size: int) -> torch.Tensor:
+    """(C, c, c) crop of a precomputed filter output, turned, flipped and cropped as the draw says."""
+    return torch.from_numpy(turn_and_crop(maps[path], draw, crop_size=crop_size)).permute(2, 0, 1)
+
+
 class SyncedPairs(Dataset):
     """Item (epoch, i) -> (real, fake) tensors augmented with one shared draw from (seed, epoch, i)."""
 
-    def __init__(self, pairs: Sequence[tuple[str, str]], augment: AugmentConfig, *, seed: int) -> None:
-        self.pairs, self.augment, self.seed = list(pairs), augment, seed
+    def __init__(self, pairs: Sequence[tuple[str, str]], augment: AugmentConfig, *, seed: int,
+                 maps: Maps | None = None) -> None:
+        self.pairs, self.augment, self.seed, self.maps = list(pairs), augment, seed, maps
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -72,6 +81,9 @@ class SyncedPairs(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = key
         draw = draw_augmentation(self.augment, np.random.default_rng([self.seed, epoch, index]))
+        if self.maps is not None:
+            real, fake = (turned_map(self.maps, p, draw, self.augment.crop_size) for p in self.pairs[index])
+            return real, fake
         real, fake = (decode_rgb(Path(p)) for p in self.pairs[index])
         fake = mixed_fake(fake, lambda: real, self.augment, key=(self.seed, epoch, index))
         real, fake = (to_normalised_tensor(apply_augmentation(pixels, draw, crop_size=self.augment.crop_size))
@@ -87,7 +99,8 @@ class UnalignedPairs(Dataset):
     share no content, so each gets its own."""
 
     def __init__(self, reals: Sequence[str], fakes: Sequence[str], augment: AugmentConfig, *, seed: int,
-                 sources: Mapping[str, str] | None = None) -> None:
+                 sources: Mapping[str, str] | None = None, maps: Maps | None = None) -> None:
+        self.maps = maps
         if len(reals) != len(fakes):
             raise ValueError(f"unaligned pairs need as many reals as fakes, got {len(reals)} and {len(fakes)}")
         self.reals, self.fakes, self.augment, self.seed = list(reals), list(fakes), augment, seed
@@ -113,6 +126,9 @@ class UnalignedPairs(Dataset):
 
     def _augmented(self, path: str, label: int, *, key: tuple[int, ...]) -> torch.Tensor:
         """One file decoded (a fake maybe mixed with its own real) and augmented with a draw of its own: (3, c, c)."""
+        if self.maps is not None:
+            return turned_map(self.maps, path, draw_augmentation(self.augment, np.random.default_rng(key)),
+                              self.augment.crop_size)
         pixels = decode_rgb(Path(path))
         if label == FAKE:
             pixels = mixed_fake(pixels, lambda: decode_rgb(Path(self.sources[path])), self.augment, key=key)
@@ -124,9 +140,9 @@ class IndependentItems(Dataset):
     """Reals and fakes as separate items (the non-synced 'Ours' model), each with its own draw."""
 
     def __init__(self, reals: Sequence[str], fakes: Sequence[str], augment: AugmentConfig, *, seed: int,
-                 sources: Mapping[str, str] | None = None) -> None:
+                 sources: Mapping[str, str] | None = None, maps: Maps | None = None) -> None:
         self.items = [(real, REAL) for real in reals] + [(fake, FAKE) for fake in fakes]
-        self.augment, self.seed = augment, seed
+        self.augment, self.seed, self.maps = augment, seed, maps
         self.sources = sources or {}  # fake -> the real it was made from (for mixup)
 
     def __len__(self) -> int:
@@ -136,6 +152,8 @@ class IndependentItems(Dataset):
         epoch, index = key
         path, label = self.items[index]
         draw = draw_augmentation(self.augment, np.random.default_rng([self.seed, epoch, index]))
+        if self.maps is not None:
+            return turned_map(self.maps, path, draw, self.augment.crop_size), label
         pixels = decode_rgb(Path(path))
         if label == FAKE:
             pixels = mixed_fake(pixels, lambda: decode_rgb(Path(self.sources[path])), self.augment,
@@ -153,30 +171,36 @@ def split_unaligned(pairs: Sequence[tuple[str, str]], *, seed: int) -> tuple[lis
 
 
 def train_dataset(pairs: Sequence[tuple[str, str]], augment: AugmentConfig, *, pairing: Pairing, sync: bool,
-                  seed: int) -> Dataset:
-    """The training items: (real, fake) couples when `sync` (for collate_synced), labelled images otherwise."""
+                  seed: int, maps: Maps | None = None) -> Dataset:
+    """The training items: (real, fake) couples when `sync` (for collate_synced), labelled images otherwise.
+
+    With `maps` (filter_once) items are crops of each file's precomputed filter output instead of its pixels."""
     sources = {fake: real for real, fake in pairs}  # mixup blends a fake with the real it was made from
     if pairing == "aligned":
         if sync:
-            return SyncedPairs(pairs, augment, seed=seed)
+            return SyncedPairs(pairs, augment, seed=seed, maps=maps)
         return IndependentItems([real for real, _ in pairs], [fake for _, fake in pairs], augment, seed=seed,
-                                sources=sources)
+                                sources=sources, maps=maps)
     reals, fakes = split_unaligned(pairs, seed=seed)
-    return (UnalignedPairs if sync else IndependentItems)(reals, fakes, augment, seed=seed, sources=sources)
+    return (UnalignedPairs if sync else IndependentItems)(reals, fakes, augment, seed=seed, sources=sources,
+                                                          maps=maps)
 
 
 class ValidationItems(Dataset):
     """Validation reals and fakes (pairs or not), centre-cropped (deterministic), labelled 0/1."""
 
-    def __init__(self, reals: Sequence[str], fakes: Sequence[str], *, crop_size: int) -> None:
+    def __init__(self, reals: Sequence[str], fakes: Sequence[str], *, crop_size: int,
+                 maps: Maps | None = None) -> None:
         self.items = [(real, REAL) for real in reals] + [(fake, FAKE) for fake in fakes]
-        self.crop_size = crop_size
+        self.crop_size, self.maps = crop_size, maps
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.items[index]
+        if self.maps is not None:  # the centre of the whole image's filter output
+            return torch.from_numpy(center_crop(self.maps[path], self.crop_size)).permute(2, 0, 1), label
         return to_normalised_tensor(center_crop(decode_rgb(Path(path)), self.crop_size)), label
 
 

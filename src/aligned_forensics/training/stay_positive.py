@@ -18,7 +18,7 @@ from aligned_forensics.common.errors import ParamsError, UserError
 from aligned_forensics.common.params import build_config, require
 from aligned_forensics.detector.checkpoints import file_sha256, load_detector
 from aligned_forensics.detector.models import AnyDetector
-from aligned_forensics.training.train import LoopConfig, Ranks, Retrain, TrainConfig, train_detector
+from aligned_forensics.training.train import RECORD_KEYS, LoopConfig, Ranks, Retrain, TrainConfig, train_detector
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def train_stay_positive(config: StayPositiveConfig, *, model_path: Path, train_m
 def input_train_config(payload: dict[str, Any], *, arch: str, source: Path) -> TrainConfig:
     """The input model's own train config (its augmentation and crop), or the paper's for a released checkpoint."""
     recorded = {key: value for key, value in payload.get("config", {}).items()
-                if key not in ("retrain", "init_from_sha256")}  # records beside the params, not params
+                if key not in RECORD_KEYS}  # records beside the params, not params
     try:
         return build_config(TrainConfig, recorded | {"arch": arch}, section=f"train (recorded in {source})")
     except ParamsError as error:

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from aligned_forensics.autoencoder.autoencoder import load_autoencoder
 from aligned_forensics.common.devices import pick_device
 from aligned_forensics.common.download import downloads_dir
-from aligned_forensics.common.errors import DataError
+from aligned_forensics.common.errors import DataError, UserError
 from aligned_forensics.common.image_sets import ValidationSet, decodable, resolve_validation
 from aligned_forensics.common.params import require
 from aligned_forensics.common.progress import progress_bar
@@ -26,7 +27,14 @@ from aligned_forensics.common.sampling import seeded_subset
 from aligned_forensics.common.watch import NOTHING_OUTSIDE, check_watched
 from aligned_forensics.detector.checkpoints import read_checkpoint, save_checkpoint
 from aligned_forensics.detector.metrics import detection_metrics
-from aligned_forensics.detector.models import Architecture, InputFilter, Pretrained, count_parameters, create_detector
+from aligned_forensics.detector.models import (
+    Architecture,
+    InputFilter,
+    Pretrained,
+    count_parameters,
+    create_detector,
+    prefiltered_inputs,
+)
 from aligned_forensics.training import determinism
 from aligned_forensics.training.augment import AugmentConfig
 from aligned_forensics.training.dataset import (
@@ -37,6 +45,7 @@ from aligned_forensics.training.dataset import (
     load_pairs,
     train_dataset,
 )
+from aligned_forensics.training.filter_once import FilterCache, check_geometric
 from aligned_forensics.training.init_from import initial_model
 
 log = logging.getLogger(__name__)
@@ -67,6 +76,7 @@ class LoopConfig:
     channels_last: bool = True
     mixed_precision: bool = False  # bfloat16 autocast on CUDA (ignored on CPU)
     deterministic: bool = False  # deterministic cuDNN/cuBLAS kernels on CUDA: bit-exact reruns, slower (determinism.py)
+    filter_once: bool = False  # the input filter once per whole image, then crops of its output (filter_once.py)
 
     def __post_init__(self) -> None:
         key = self.section
@@ -94,7 +104,7 @@ class TrainConfig(LoopConfig):
 
     arch: Architecture = "res50nodown"
     pretrained: Pretrained = "imagenet"
-    input_filter: InputFilter = "none"  # a fixed filter in front of the network: none | highpass (models.py)
+    input_filter: InputFilter = "none"  # a fixed filter in front of the network: none | highpass | roundtrip
     init_from: str = ""  # a checkpoint to fine-tune (ours or a released one, as arch); "" = pretrained
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     validation: ValidationSet = field(default_factory=ValidationSet)  # "" everywhere = the manifest's val pairs
@@ -160,7 +170,8 @@ class Ranks:
     world: int = 1
 
 
-def make_train_loader(config: TrainConfig, manifest: Path, ranks: Ranks = Ranks()) -> tuple[DataLoader, EpochSampler]:
+def make_train_loader(config: TrainConfig, manifest: Path, ranks: Ranks = Ranks(), *, cache: FilterCache | None = None
+                      ) -> tuple[DataLoader, EpochSampler]:
     """DataLoader over the train manifest, synced or independent, aligned or not, seeded per (seed, epoch, index).
 
     data_cap picks the pairs before an unaligned split halves them. With several ranks each loads
@@ -174,7 +185,9 @@ def make_train_loader(config: TrainConfig, manifest: Path, ranks: Ranks = Ranks(
                         f"other); {manifest} gives {len(pairs)}")
     if config.batch_size % ranks.world:
         raise DataError(f"train.batch_size {config.batch_size} is not divisible by the {ranks.world} processes")
-    dataset = train_dataset(pairs, config.augment, pairing=config.pairing, sync=config.sync, seed=config.seed)
+    maps = cache.fill([path for pair in pairs for path in pair]) if cache else None
+    dataset = train_dataset(pairs, config.augment, pairing=config.pairing, sync=config.sync, seed=config.seed,
+                            maps=maps)
     sampler = EpochSampler(len(dataset), seed=config.seed, shuffle=True, rank=ranks.rank, world=ranks.world,
                            chunk=config.batch_size // ranks.world)
     loader = DataLoader(dataset, batch_size=config.batch_size // ranks.world, sampler=sampler,
@@ -222,14 +235,15 @@ def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
 
 
 def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: Path, model_dir: Path, live: Any,
-                   ranks: Ranks = Ranks(), device: torch.device | None = None, retrain: Retrain | None = None
-                   ) -> tuple[dict[str, Any], list[dict[str, float]]]:
+                   ranks: Ranks = Ranks(), device: torch.device | None = None, retrain: Retrain | None = None,
+                   autoencoder_dir: Path | None = None) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """Train, validating before the first epoch and after each; write best.pt and last.pt (rank 0).
 
     Starts from `retrain.model` when given, else from `train.init_from`'s weights, else a fresh detector.
     Resumes from model_dir/last.pt when it was written by the same params, data and start. best.pt is the best
     trained epoch (epoch 0, before any training, only seeds the schedule), except with init_from and
-    max_epochs 0, where the loaded model is validated and written as it is. Returns (summary, one row per
+    max_epochs 0, where the loaded model is validated and written as it is. `autoencoder_dir`: the autoencoder
+    a `roundtrip` input filter embeds. Returns (summary, one row per
     epoch: epoch, train_loss, lr, val_bacc, val_auc, val_ap)."""
     determinism.set_deterministic(config.deterministic)  # first: cuBLAS reads its setting at its first use
     device = device or pick_device(config.device)
@@ -243,7 +257,8 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
         record["init_from_sha256"] = digest  # a changed file restarts rather than resumes
     else:
         model = create_detector(config.arch, pretrained=config.pretrained, seed=config.seed,
-                                input_filter=config.input_filter)
+                                input_filter=config.input_filter, autoencoder=_embedded_autoencoder(config,
+                                                                                                    autoencoder_dir))
         if config.pretrained == "imagenet":  # the verified file's full hash: provenance, and part of the fingerprint
             record["imagenet_sha256"] = model.imagenet_sha256
     fingerprint = config.fingerprint(train_manifest, val_manifest, record=record, extra=val_listing)
@@ -268,8 +283,10 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
         if device.type == "cuda":  # batch statistics over the global batch, as on one GPU (CPU/gloo: per rank)
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    train_loader, sampler = make_train_loader(config, train_manifest, ranks)
-    val_loader = DataLoader(ValidationItems(val_reals, val_fakes, crop_size=config.augment.crop_size),
+    cache = _filter_cache(config, model, device, section="stay_positive" if retrain else "train")
+    train_loader, sampler = make_train_loader(config, train_manifest, ranks, cache=cache)
+    val_loader = DataLoader(ValidationItems(val_reals, val_fakes, crop_size=config.augment.crop_size,
+                                            maps=cache.fill(val_reals + val_fakes) if cache else None),
                             batch_size=64, num_workers=config.workers)
     log.info("%s: %s parameters, %s %s train %s/epoch, validation %s real + %s fake, device %s, %d process(es)",
              config.arch, f"{count_parameters(model):,}", f"{len(train_loader.dataset):,}", config.pairing,
@@ -280,36 +297,37 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
         _log_epoch(live, row["epoch"], row["train_loss"], row["lr"], {k: row[k] for k in VAL_KEYS}, quiet=True)
     stop, started = bool(state and state["finished"]), time.perf_counter()
     epoch = state["epoch"] if state else -1
-    while not stop and epoch < config.max_epochs:
-        epoch += 1
-        loss = _train_one_epoch(model, train_loader, sampler, optimizer, epoch, device, memory_format,
-                                autocast=config.mixed_precision and device.type == "cuda", train_mode=train_mode,
-                                after_step=after_step) \
-            if epoch > 0 else float("nan")
-        scores = validate(model, val_loader, device)  # every rank: identical weights, identical decisions
-        # a retrain's epoch 0 is its zero-initialised start (a constant score): logged, never the best model
-        selected = scores[f"val_{config.select_by}"]
-        _, lr, stop = schedule.step(selected, lr) if epoch or not retrain else (False, lr, False)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if ranks.rank == 0:
-            _log_epoch(live, epoch, loss, lr, scores)
-        history.append({"epoch": epoch, "train_loss": loss, "lr": lr, **scores})
-        # the untrained start is never best (as the original); with max_epochs 0 it is the model asked for
-        trained = epoch > 0 or config.max_epochs == 0
-        improved = trained and (not best or selected > best[f"val_{config.select_by}"] + config.delta)
-        if improved:
-            best = {"epoch": epoch, **scores}
-        rng_states = determinism.gather_rng(device, ranks.world)  # every rank's, so each resumes its own draws
-        if ranks.rank == 0:
+    with prefiltered_inputs(model) if cache else contextlib.nullcontext():
+        while not stop and epoch < config.max_epochs:
+            epoch += 1
+            loss = _train_one_epoch(model, train_loader, sampler, optimizer, epoch, device, memory_format,
+                                    autocast=config.mixed_precision and device.type == "cuda", train_mode=train_mode,
+                                    after_step=after_step) \
+                if epoch > 0 else float("nan")
+            scores = validate(model, val_loader, device)  # every rank: identical weights, identical decisions
+            # a retrain's epoch 0 is its zero-initialised start (a constant score): logged, never the best model
+            selected = scores[f"val_{config.select_by}"]
+            _, lr, stop = schedule.step(selected, lr) if epoch or not retrain else (False, lr, False)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if ranks.rank == 0:
+                _log_epoch(live, epoch, loss, lr, scores)
+            history.append({"epoch": epoch, "train_loss": loss, "lr": lr, **scores})
+            # the untrained start is never best (as the original); with max_epochs 0 it is the model asked for
+            trained = epoch > 0 or config.max_epochs == 0
+            improved = trained and (not best or selected > best[f"val_{config.select_by}"] + config.delta)
             if improved:
-                save_checkpoint(model_dir / "best.pt", model, config=asdict(config) | record, epoch=epoch,
-                                metrics=scores)
-            training_state = {"fingerprint": fingerprint, "epoch": epoch, "lr": lr, "best": best, "history": history,
-                              "schedule": schedule.state(), "optimizer": optimizer.state_dict(),
-                              "rng": rng_states, "finished": stop or epoch >= config.max_epochs}
-            save_checkpoint(model_dir / "last.pt", model, config=asdict(config) | record, epoch=epoch,
-                            metrics=scores, training_state=training_state)
+                best = {"epoch": epoch, **scores}
+            rng_states = determinism.gather_rng(device, ranks.world)  # every rank's, so each resumes its own draws
+            if ranks.rank == 0:
+                if improved:
+                    save_checkpoint(model_dir / "best.pt", model, config=asdict(config) | record, epoch=epoch,
+                                    metrics=scores)
+                training_state = {"fingerprint": fingerprint, "epoch": epoch, "lr": lr, "best": best,
+                                  "history": history, "schedule": schedule.state(), "optimizer": optimizer.state_dict(),
+                                  "rng": rng_states, "finished": stop or epoch >= config.max_epochs}
+                save_checkpoint(model_dir / "last.pt", model, config=asdict(config) | record, epoch=epoch,
+                                metrics=scores, training_state=training_state)
     if stop:
         log.info("learning rate would fall below %g: stopped after epoch %d", config.min_lr, epoch)
     summary = {"epochs": epoch, "best_epoch": best["epoch"], "selected_by": config.select_by,
@@ -320,6 +338,26 @@ def train_detector(config: TrainConfig, *, train_manifest: Path, val_manifest: P
 
 
 VAL_KEYS = ("val_bacc", "val_auc", "val_ap")
+RECORD_KEYS = ("retrain", "init_from_sha256", "imagenet_sha256")  # written into a checkpoint's config beside params
+
+
+def _embedded_autoencoder(config: TrainConfig, autoencoder_dir: Path | None) -> torch.nn.Module | None:
+    """The autoencoder a `roundtrip` input filter holds (None for the other filters)."""
+    if config.input_filter != "roundtrip":
+        return None
+    if autoencoder_dir is None:
+        raise UserError("train.input_filter: roundtrip needs the autoencoder: run the train stage with "
+                        "--autoencoder data/autoencoder (dvc.yaml does)")
+    return load_autoencoder(autoencoder_dir, device=torch.device("cpu"))[0]
+
+
+def _filter_cache(config: TrainConfig, model: torch.nn.Module, device: torch.device, *,
+                  section: str) -> FilterCache | None:
+    """A cache of the input filter's outputs when `filter_once` is set (after checking the augmentation allows it)."""
+    if not config.filter_once:
+        return None
+    check_geometric(config.augment, section=section)
+    return FilterCache(model, device=device)
 
 
 def _resume_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
