@@ -1,6 +1,6 @@
-"""README "Working as a team": a DVC remote on a real S3 API server (moto) on 127.0.0.1, and a queued sweep.
+"""docs/experiments-and-teams.md: a DVC remote on a real S3 API server (moto) on 127.0.0.1, and a queued sweep.
 
-The commands are the README's: push from the project that ran `dvc repro`, pull into fresh `git clone`s, a pull
+The commands are the documented ones: push from the project that ran `dvc repro`, pull into fresh `git clone`s, a pull
 with one object deleted from the bucket, then `dvc exp run --queue` × 4 and `dvc queue start -j 2`.
 """
 
@@ -173,7 +173,7 @@ def test_a_queued_sweep_runs_two_at_a_time_and_exp_show_compares_it(project):
     status = run_queue(project, workers=2)
     assert status.count("Success") + status.count("Failed") == 4, status
     # DVC's queue has a known race between several workers (treeverse/dvc#10673): now and then a task ends
-    # Failed with no log (1 of 4, once in three runs here). The README's remedy: queue what is missing again
+    # Failed with no log (1 of 4, once in three runs here). The documented remedy: queue what is missing again
     # and run it with one worker, which has no race.
     missing = sorted(SWEEP - set(finished(project)))
     assert len(missing) == status.count("Failed"), (missing, status)

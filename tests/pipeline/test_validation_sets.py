@@ -109,8 +109,9 @@ def test_the_watched_folder_is_hashed_by_dvc_itself(project):
 
 
 def test_the_readme_line_puts_a_released_checkpoint_through_a_benchmark(project, tmp_path):
-    """README "The authors' checkpoints on the authors' benchmark": one `dvc exp run -S` line evaluates a released
-    file (the original's {'model': module.-prefixed state dict} form) on a benchmark root, one set per generator."""
+    """docs/evaluation.md "The authors' checkpoints on the authors' benchmark": one `dvc exp run -S` line evaluates a
+    released file (the original's {'model': module.-prefixed state dict} form) on a benchmark root, one set per
+    generator."""
     folder, validation = project
     released = create_detector("res18", pretrained="none", seed=5)
     weights = validation.parent / "weights" / "release.pth"  # beside the validation set: one watch for both
