@@ -35,7 +35,7 @@ def load_section(params_path: Path, section: str) -> dict[str, Any]:
         document = _resolve_preset(Path(params_path))
     if section not in document:
         raise ParamsError(f"{params_path}: section '{section}' is missing; write a complete file with "
-                          "`aligned-forensics preset presets/<name>.yaml` or copy the section from the README")
+                          "`aligned-forensics preset presets/<name>.yaml` or copy the section from docs/params.md")
     values = document[section]
     if not isinstance(values, Mapping):
         raise ParamsError(f"{params_path}: section '{section}' must be a mapping, got {values!r}")

@@ -187,7 +187,7 @@ def render(resolved: Resolved, *, preset_arg: str) -> str:
     """The complete params text: a header naming the preset, then each section, separated by blank lines."""
     header = (f"{GENERATED_MARK} {preset_arg}`: {resolved.describe()},\n"
               "# merged and validated. Edit keys here (or `dvc exp run -S section.key=value`), or change the preset\n"
-              "# and apply it again; every key is explained in those preset files and in the README.\n")
+              "# and apply it again; every key is explained in those preset files and in docs/params.md.\n")
     sections = [yaml.dump({section: values}, Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
                 for section, values in resolved.document.items()]
     text = header + "\n".join(sections)

@@ -95,7 +95,7 @@ def reference_section(reference: dict[str, Any], *, detector: dict[str, Any]) ->
     """The training-free round-trip scores beside the trained detector, per test set, each at its own threshold."""
     scores = [name for name in reference if name != "counts"]
     lines = ["", "## Training-free reference", "",
-             "The same autoencoder's round-trip errors, no training (README \"Reference\"): each score at its own "
+             "The same autoencoder's round-trip errors, no training (docs/evaluation.md): each score at its own "
              "threshold, calibrated on validation like the detector's.", "",
              "| set | scorer | " + " | ".join(REFERENCE_COLUMNS) + " |", "|" + " --- |" * (len(REFERENCE_COLUMNS) + 2)]
     for name in detector["sets"]:
