@@ -6,7 +6,8 @@ the configs in assets/autoencoders/configs; weights do not change the cost) thro
 loop (batch 64 DataLoader, encode, posterior sample, decode, ToPILImage, synchronous PIL saves) in the same run.
 Achieved FLOP/s (FLOPs counted by torch's FlopCounterMode) is reported as a fraction of the card's dense bf16
 conv throughput, measured first. Training: res50nodown optimiser steps (fp32 vs bf16 autocast, channels_last;
-deterministic vs not, in a child process because cuBLAS reads its workspace setting once). Scoring: res50nodown
+deterministic vs not, in a child process because cuBLAS reads its workspace setting once; and with the `roundtrip`
+input around the SD VAE architecture, two round trips of every crop per step). Scoring: res50nodown
 on full images of mixed sizes. Every measurement has a time budget; the whole run is planned for < 8 min on an
 H100/H200. Writes bench/results/gpu-<card>.json and a marked table block in bench/RESULTS.md.
 
@@ -214,6 +215,18 @@ def training(plan: Plan, device: torch.device, tiny: bool, clock: Clock) -> tupl
     return rows, child
 
 
+def training_roundtrip(plan: Plan, device: torch.device, clock: Clock) -> list[dict]:
+    """res50nodown steps with the `roundtrip` input around the SD/SDXL VAE architecture (random weights)."""
+    autoencoder = parts.build_autoencoder(CONFIGS["sd-sdxl-vae"], plan.overrides)
+    rows = []
+    for autocast in [False, True] if device.type == "cuda" else [False]:
+        rows.append(parts.training_rate(device, batch=plan.train_batch, crop=plan.train_crop, autocast=autocast,
+                                        deterministic=False, seconds=plan.seconds["train"], autoencoder=autoencoder))
+        clock.lap(f"training, roundtrip input (SD VAE) {rows[-1]['precision']}: "
+                  f"{rows[-1]['images_per_second']:.1f} img/s")
+    return rows
+
+
 def deterministic_child(out: Path, tiny: bool) -> None:
     plan, device = (TINY, torch.device("cpu")) if tiny else (GPU, torch.device("cuda"))
     if tiny:
@@ -256,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         result["per_image_identity"] = identity(plan, device, work, pools)
         clock.lap(f"per-image identity across batch sizes: {result['per_image_identity']['per_image_identical']}")
         result["training"], result["training_deterministic"] = training(plan, device, args.tiny, clock)
+        result["training_roundtrip"] = training_roundtrip(plan, device, clock)
         result["scoring"] = scoring(plan, device, work, clock)
     result["seconds"] = {"planned": PLANNED_S, "spent": clock.spent()}
     slug = re.sub(r"[^a-z0-9]+", "-", result["card"]["name"].lower()).strip("-") + ("-tiny" if args.tiny else "")

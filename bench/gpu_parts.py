@@ -184,10 +184,14 @@ class NoSampler:
 
 
 def training_rate(device: torch.device, *, batch: int, crop: int, autocast: bool, deterministic: bool,
-                  seconds: float) -> dict[str, Any]:
-    """res50nodown optimiser steps through the train stage's own _train_one_epoch, on synthetic batches."""
+                  seconds: float, autoencoder: torch.nn.Module | None = None) -> dict[str, Any]:
+    """res50nodown optimiser steps through the train stage's own _train_one_epoch, on synthetic batches.
+
+    With `autoencoder`, the detector takes the `roundtrip` input (two round trips through it in every step, as
+    with filter_once: false)."""
     determinism.set_deterministic(deterministic)
-    model = create_detector("res50nodown", pretrained="none", seed=0).to(device)
+    model = create_detector("res50nodown", pretrained="none", seed=0, input_filter="roundtrip" if autoencoder else
+                            "none", autoencoder=autoencoder).to(device)
     model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     images = torch.randn(batch, 3, crop, crop, device=device)
@@ -203,7 +207,8 @@ def training_rate(device: torch.device, *, batch: int, crop: int, autocast: bool
     elapsed = timed(lambda: steps(count), device)
     determinism.set_deterministic(False)
     return {"precision": "bf16 autocast" if autocast else "fp32", "deterministic": deterministic, "batch": batch,
-            "crop": crop, "steps": count, "step_ms": 1000 * elapsed / count,
+            "input_filter": "roundtrip" if autoencoder else "none", "crop": crop, "steps": count,
+            "step_ms": 1000 * elapsed / count,
             "images_per_second": count * batch / elapsed}
 
 

@@ -71,6 +71,12 @@ def markdown(result: dict[str, Any], json_name: str) -> str:
         where = "child process" if row in result["training_deterministic"] else "main process"
         lines.append(f"| {row['precision']}, channels_last ({where}) | {row['deterministic']} | {row['batch']} × "
                      f"{row['crop']}² | {row['images_per_second']:.1f} | {row['step_ms']:.1f} |")
+    for row in result["training_roundtrip"]:
+        plain = [r for r in result["training"] if r["precision"] == row["precision"]]
+        ratio = f", {plain[0]['images_per_second'] / row['images_per_second']:.2f}× the step of `none`" if plain else ""
+        lines.append(f"| {row['precision']}, channels_last, `input_filter: roundtrip` (SD VAE architecture, random "
+                     f"weights{ratio}) | {row['deterministic']} | {row['batch']} × {row['crop']}² | "
+                     f"{row['images_per_second']:.1f} | {row['step_ms']:.1f} |")
     for precision in sorted({row["precision"] for row in result["training_deterministic"]}):
         pair = {row["deterministic"]: row for row in result["training_deterministic"] if row["precision"] == precision}
         if set(pair) == {False, True}:

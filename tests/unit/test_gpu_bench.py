@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.conftest import REPO_ROOT
 
 SECTIONS = ("card", "conv_peak", "architectures", "reconstruction", "original_loop", "per_image_identity",
-            "training", "training_deterministic", "scoring", "seconds")
+            "training", "training_deterministic", "training_roundtrip", "scoring", "seconds")
 
 
 def numbers(node: object) -> list[float]:
@@ -42,8 +42,10 @@ def test_gpu_bench_runs_its_cpu_fallback_and_writes_every_section(tmp_path: Path
     assert all(r["images_per_second"] > 0 and r["fraction_of_bf16_peak"] > 0 for r in document["reconstruction"])
     assert document["per_image_identity"]["per_image_identical"]  # CPU here; the GPU run checks CUDA
     assert {r["deterministic"] for r in document["training_deterministic"]} == {False, True}
+    assert [r["input_filter"] for r in document["training_roundtrip"]] == ["roundtrip"]  # fp32 only on a CPU
     table = (tmp_path / "RESULTS.md").read_text()
     assert table.startswith("<!-- bench/gpu.sh cpu-tiny:") and "| kl-f8-ldm = sd-sdxl-vae | 32² | bf16 | 2 |" in table
+    assert "`input_filter: roundtrip` (SD VAE architecture" in table
     assert (REPO_ROOT / "bench" / "RESULTS.md").read_bytes() == committed  # a test never writes the committed one
 
 

@@ -109,6 +109,21 @@ def test_paper_sync_format_aligned_differs_only_in_the_fakes_format_and_coco_kee
     assert ours == paper, "a change to paper-sync.yaml's sources must be copied into the format-aligned preset"
 
 
+def test_paper_roundtrip_is_the_format_aligned_preset_with_the_roundtrip_input_run_on_every_crop(repo_root):
+    delta = yaml.safe_load((repo_root / "presets" / "paper-roundtrip.yaml").read_text())
+    assert delta["extends"] == "paper-sync-format-aligned.yaml"  # deltas chain: over it, over paper-sync
+    ours = resolve(repo_root / "presets" / "paper-roundtrip.yaml")
+    base = resolve(repo_root / "presets" / "paper-sync-format-aligned.yaml").document
+    assert [path.name for path in ours.chain] == ["paper-roundtrip.yaml", "paper-sync-format-aligned.yaml",
+                                                  "paper-sync.yaml"]
+    train = ours.document["train"]
+    assert (train["arch"], train["pretrained"], train["input_filter"]) == ("res50nodown", "imagenet", "roundtrip")
+    # the paper's augmentation changes pixel values: filter_once would be refused at start-up
+    assert not train["filter_once"] and train["augment"]["jitter_prob"] > 0 and train["augment"]["jpeg_prob"] > 0
+    ours.document["train"]["input_filter"] = base["train"]["input_filter"]
+    assert ours.document == base
+
+
 def test_mappings_merge_recursively_and_lists_and_scalars_replace_whole():
     base = {"a": {"b": 1, "c": {"d": 2, "e": 3}, "items": [1, 2, 3]}, "f": "x", "g": {"h": 1}}
     delta = {"a": {"c": {"e": 30}, "items": [9]}, "f": "y", "g": None}
