@@ -2,10 +2,11 @@
 
 The `roundtrip` filter costs two autoencoder round trips per image: on a CPU, more than the network it feeds.
 When the augmentation only moves pixels (crop, quarter turns, flips), the filter can run once on each whole image
-and the network can train on turned crops of its output. The filter then sees whole images, as when the trained
-detector scores full images; a turned crop of the output equals the output of the turned crop everywhere the
-autoencoder's receptive field stays inside the image. Anything that changes pixel values needs the filter after
-it, so those augmentations refuse filter_once at start-up.
+and the network can train on turned crops of its output. The filter then sees whole, unturned images, exactly as
+when the trained detector scores full images; the turns and flips act on its output instead of its input (the
+autoencoder is not equivariant to them, so the two differ: they are augmentations of the maps scoring sees).
+Anything that changes pixel values needs the filter after it, so those augmentations refuse filter_once at
+start-up.
 """
 
 from __future__ import annotations
