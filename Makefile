@@ -26,7 +26,7 @@ demo: setup  ## the offline CPU demo: the whole pipeline with `dvc repro`
 	$(RUN) dvc metrics show
 
 test: setup  ## the whole test suite (unit, stage and end-to-end `dvc repro`), offline
-	$(RUN) HF_HUB_OFFLINE=1 python -m pytest
+	$(RUN) HF_HUB_OFFLINE=1 python -m pytest --durations=25
 
 test-fast: setup  ## everything but the end-to-end pipeline runs
 	$(RUN) HF_HUB_OFFLINE=1 python -m pytest -m "not slow"
