@@ -41,8 +41,9 @@ def save_checkpoint(path: Path, model: torch.nn.Module, *, config: dict[str, Any
                "state_dict": state, "config": config, "epoch": epoch,
                "metrics": metrics, "preprocessing": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                                                      "train_crop": config["augment"]["crop_size"]}}
-    if hasattr(model.input_filter, "description"):  # an embedded autoencoder: its layers, rebuilt at load time
-        payload["autoencoder"] = model.input_filter.description
+    embedded = getattr(getattr(model, "input_filter", None), "description", None)
+    if embedded is not None:  # an embedded autoencoder: its layers, rebuilt at load time
+        payload["autoencoder"] = embedded
     if training_state is not None:
         payload["training_state"] = training_state
     buffer = io.BytesIO()
