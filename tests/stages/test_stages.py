@@ -126,7 +126,7 @@ def test_folder_source_with_odd_sizes_pairs_up(tmp_path, monkeypatch):
         (photos / f"p{index}.{'png' if index % 2 else 'jpg'}").write_bytes(
             encode_png(pixels) if index % 2 else encode_jpeg(pixels, quality=85))
     params = dict(TINY_PARAMS, fetch={"seed": 0, "sources": [
-        {"kind": "folder", "path": str(photos), "val_fraction": 0.3, "test_fraction": 0.2}]})
+        {"kind": "folder", "path": str(photos), "val_fraction": 0.3, "test_fraction": 0.2}], "watch": str(photos)})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     for name in ("fetch", "autoencoder", "reconstruct", "manifest"):
