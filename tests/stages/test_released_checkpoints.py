@@ -16,8 +16,8 @@ import torch
 import yaml
 
 from aligned_forensics.common.images import decode_rgb, encode_jpeg, encode_png
-from aligned_forensics.common.io import read_csv, write_csv
-from aligned_forensics.detector.checkpoints import file_sha256, read_checkpoint
+from aligned_forensics.common.io import file_sha256, read_csv, write_csv
+from aligned_forensics.detector.checkpoints import read_checkpoint
 from aligned_forensics.detector.models import create_detector
 from aligned_forensics.detector.preprocessing import to_normalised_tensor
 from aligned_forensics.evaluation.predict import main as predict_main

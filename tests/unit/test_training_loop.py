@@ -13,8 +13,8 @@ import torch
 
 from aligned_forensics.common.errors import ParamsError, UserError
 from aligned_forensics.common.images import encode_jpeg, encode_png
-from aligned_forensics.common.io import write_csv
-from aligned_forensics.detector.checkpoints import file_sha256, load_detector, read_checkpoint, save_checkpoint
+from aligned_forensics.common.io import file_sha256, write_csv
+from aligned_forensics.detector.checkpoints import load_detector, read_checkpoint, save_checkpoint
 from aligned_forensics.detector.models import create_detector
 from aligned_forensics.training import train as training
 from aligned_forensics.training.augment import AugmentConfig

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import hashlib
 import io
 import json
 import math
@@ -22,6 +23,15 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or a full quota on it
 
 class DiskFullError(UserError):
     """A write failed because the disk (or the user's quota) is full; the message names the path."""
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB chunks (weights and images alike)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -8,7 +8,6 @@ depend on data/manifest alone (dvc.yaml) and still re-run exactly when their ima
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -18,7 +17,7 @@ from typing import Any
 
 from aligned_forensics.common.errors import DataError
 from aligned_forensics.common.images import ImageDecodeError, decode_rgb, image_header
-from aligned_forensics.common.io import read_csv, write_csv
+from aligned_forensics.common.io import file_sha256, read_csv, write_csv
 from aligned_forensics.common.progress import progress_bar
 from aligned_forensics.common.splits import SPLITS
 
@@ -66,11 +65,6 @@ def find_fakes(split_dir: Path) -> dict[str, Path]:
                         "over from a run with another reconstruct.format; re-run `dvc repro reconstruct`, which "
                         "removes the one not wanted")
     return {stem: paths[0] for stem, paths in found.items()}
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def check_pair(real: Path, fake: Path, *, verify_decode: bool) -> tuple[dict[str, Any], str | None]:

@@ -8,7 +8,6 @@ the original's preprocessing: ImageNet normalisation, a 96-pixel training crop, 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import pickle
@@ -147,15 +146,6 @@ def load_detector(
                         "checkpoint of another architecture needs its arch (--arch, or train.arch for "
                         "train.init_from)") from None
     return model.to(device).eval(), payload
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 4 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_bundle(model_path: Path, threshold: dict[str, Any], out: Path, *, arch: str | None = None) -> None:

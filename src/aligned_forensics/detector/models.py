@@ -9,7 +9,6 @@ autoencoder and shows the network where one and two round trips through it chang
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from torchvision.models import ResNet18_Weights, ResNet50_Weights
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from aligned_forensics.common.errors import UserError
+from aligned_forensics.common.io import file_sha256
 from aligned_forensics.detector.roundtrip_input import RoundTripEnergy
 
 Architecture = Literal["res50nodown", "res50", "res18nodown", "res18", "cnn6"]
@@ -211,7 +211,7 @@ def _imagenet_state_dict(arch: str) -> tuple[dict[str, Any], str]:
                 f"could not download ImageNet weights for {arch} ({url}): {type(error).__name__}: {error}. "
                 f"Download them once on a machine with internet (they are cached as {path}), or set "
                 f"train.pretrained: none") from None
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if not digest.startswith(prefix):
         raise UserError(f"ImageNet weights {path} do not match the hash torchvision publishes for them: sha256 "
                         f"{digest} does not start with {prefix} (from {url}); the file is corrupt or was replaced, "
@@ -235,14 +235,6 @@ def imagenet_hash_prefix(url: str) -> str:
     if not match:
         raise UserError(f"{url} names no sha256 prefix (<name>-<hex>.pth), so it cannot be verified")
     return match.group(1)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -54,7 +54,7 @@ def predict(paths: list[Path], *, model_path: Path, threshold_path: Path | None,
 
 def threshold_for(model_path: Path, threshold_path: Path | None) -> tuple[float, str]:
     """(threshold, where from): the threshold file's only if it records this model file's SHA-256, else 0."""
-    from aligned_forensics.detector.checkpoints import file_sha256
+    from aligned_forensics.common.io import file_sha256
 
     if threshold_path is None or not threshold_path.is_file():
         return _logit_zero(f"no calibrated threshold: {threshold_path} not found")

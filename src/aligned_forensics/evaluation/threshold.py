@@ -11,11 +11,11 @@ import numpy as np
 
 from aligned_forensics.common.devices import pick_device
 from aligned_forensics.common.image_sets import ResolvedSet, ScoreItem, ValidationSet, resolve_validation
-from aligned_forensics.common.io import write_csv
+from aligned_forensics.common.io import file_sha256, write_csv
 from aligned_forensics.common.params import require
 from aligned_forensics.common.sampling import seeded_subset
 from aligned_forensics.common.watch import NOTHING_OUTSIDE, check_watched
-from aligned_forensics.detector.checkpoints import file_sha256, load_detector
+from aligned_forensics.detector.checkpoints import load_detector
 from aligned_forensics.detector.metrics import Criterion, detection_metrics, select_threshold
 from aligned_forensics.evaluation.scoring import ScoringOptions, score_images
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from aligned_forensics.common.errors import UserError
-from aligned_forensics.detector.checkpoints import file_sha256, load_detector
+from aligned_forensics.common.io import file_sha256
+from aligned_forensics.detector.checkpoints import load_detector
 
 log = logging.getLogger(__name__)
 

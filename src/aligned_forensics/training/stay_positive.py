@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from aligned_forensics.common.errors import ParamsError, UserError
+from aligned_forensics.common.io import file_sha256
 from aligned_forensics.common.params import build_config, require
-from aligned_forensics.detector.checkpoints import file_sha256, load_detector
+from aligned_forensics.detector.checkpoints import load_detector
 from aligned_forensics.detector.models import AnyDetector
 from aligned_forensics.training.train import RECORD_KEYS, LoopConfig, Ranks, Retrain, TrainConfig, train_detector
 
